@@ -1,0 +1,72 @@
+"""Every error imagecluster raises on purpose.
+
+One root, named leaves; each leaf also subclasses the builtin a caller would
+naturally catch, so ``except ValueError`` keeps working for callers that do
+not know our names::
+
+    ImageClusterError
+    ├── InvalidParameter        (ValueError)    a bad argument at a public boundary
+    ├── NotAnImage              (ValueError)    a file that cannot be decoded as a photo
+    ├── LibraryNotFound         (FileNotFoundError)
+    ├── ModelError              (RuntimeError)  weights missing or unreadable, unknown model
+    ├── StoreError              (OSError)
+    │   ├── StoreCorrupt        (ValueError)    a snapshot that is not ours or was tampered with
+    │   └── StoreLocked         (TimeoutError)  another process holds the library's lock
+    └── TreeError               (OSError)
+        └── NotOurTree          (FileExistsError)  refusing to replace a folder we did not write
+
+Foreign errors are wrapped with ``raise ... from exc`` so the cause stays visible.
+"""
+
+__all__ = [
+    "ImageClusterError",
+    "InvalidParameter",
+    "NotAnImage",
+    "LibraryNotFound",
+    "ModelError",
+    "StoreError",
+    "StoreCorrupt",
+    "StoreLocked",
+    "TreeError",
+    "NotOurTree",
+]
+
+
+class ImageClusterError(Exception):
+    """Root of every error imagecluster raises on purpose."""
+
+
+class InvalidParameter(ImageClusterError, ValueError):
+    """An argument given at a public boundary is out of range or of the wrong kind."""
+
+
+class NotAnImage(ImageClusterError, ValueError):
+    """A file could not be decoded as a photo (not an image, truncated, too large)."""
+
+
+class LibraryNotFound(ImageClusterError, FileNotFoundError):
+    """The photo folder does not exist or is not a folder."""
+
+
+class ModelError(ImageClusterError, RuntimeError):
+    """A fingerprint model could not be built: unknown name, missing or bad weights."""
+
+
+class StoreError(ImageClusterError, OSError):
+    """The per-library fingerprint store could not be read or written."""
+
+
+class StoreCorrupt(StoreError, ValueError):
+    """The store's snapshot is not a valid imagecluster store (damaged or tampered with)."""
+
+
+class StoreLocked(StoreError, TimeoutError):
+    """Another process (the daemon or another run) holds the library's store lock."""
+
+
+class TreeError(ImageClusterError, OSError):
+    """The cluster tree could not be written."""
+
+
+class NotOurTree(TreeError, FileExistsError):
+    """The output folder exists and was not written by imagecluster; it is left untouched."""

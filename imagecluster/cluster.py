@@ -1,0 +1,209 @@
+"""Grouping fingerprints by similarity: average-linkage clustering cut at ``sim``.
+
+The default, **absolute** cut works on cosine distance ``1 - cos(a, b)`` of the
+fingerprints and cuts the dendrogram at ``1 - sim``: two groups are merged when
+their photos are, on average, at least ``sim`` similar. The same ``sim`` gives
+the same groups whether the library holds 100 photos or 100,000.
+
+The **relative** cut is the original imagecluster's rule: euclidean distances,
+cut at ``(1 - sim) * max(pairwise distance)``, so its meaning shifts with the
+most different pair of photos in the library.
+
+Neither needs the full ``n x n`` distance matrix. Average linkage never merges
+two groups that single linkage would keep apart at the same height (the
+smallest distance between two groups is at most their average distance), so the
+groups are found inside the connected components of the graph "distance <=
+threshold", built block by block; only each component gets a full distance
+matrix. For photo libraries, where similar photos come in bursts, the
+components are small.
+"""
+
+import logging
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
+
+from ._exceptions import InvalidParameter
+
+__all__ = [
+    "CUTS", "DEFAULT_SIM", "check_cut", "check_fingerprints", "check_min_size", "check_sim", "cluster",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ways of turning ``sim`` into a dendrogram cut.
+CUTS = ("absolute", "relative")
+
+#: Default similarity index, chosen from measurements on real photo bursts
+#: (see the README's quality table): the middle of the range where F1 is best.
+DEFAULT_SIM = 0.7
+
+# Distances are computed in float32; two identical photos can come out a hair
+# apart, which must still count as "identical" at sim=1.
+_TOLERANCE = 1e-6
+
+# Elements of one block of the distance matrix held at once (128 MB of float32).
+_BLOCK_ELEMENTS = 1 << 25
+
+
+def check_fingerprints(fingerprints):
+    """Return fingerprints as a C-contiguous float32 array of shape (n_images, n_features).
+
+    Raises InvalidParameter for anything that is not a finite 2-D numeric array.
+    """
+    try:
+        array = np.asarray(fingerprints, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"fingerprints must be a numeric array: {exc}") from exc
+    if array.ndim != 2:
+        raise InvalidParameter(
+            f"fingerprints must have shape (n_images, n_features), got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidParameter("fingerprints contain NaN or infinite values")
+    return np.ascontiguousarray(array)
+
+
+def check_sim(sim):
+    """Return ``sim`` as a float in 0..1, or raise InvalidParameter."""
+    try:
+        value = float(sim)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"sim must be a number between 0 and 1, got {sim!r}") from exc
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise InvalidParameter(f"sim must be between 0 and 1, got {sim!r}")
+    return value
+
+
+def check_min_size(min_size):
+    """Return ``min_size`` as an int >= 1, or raise InvalidParameter."""
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise InvalidParameter(f"min_size must be a whole number >= 1, got {min_size!r}")
+    return int(min_size)
+
+
+def check_cut(cut):
+    """Return ``cut`` if it is one of :data:`CUTS`, or raise InvalidParameter."""
+    if cut not in CUTS:
+        raise InvalidParameter(f"cut must be one of {', '.join(CUTS)}, got {cut!r}")
+    return cut
+
+
+def cluster(fingerprints, sim=DEFAULT_SIM, min_size=2, *, cut="absolute"):
+    """Group similar photos.
+
+    Parameters
+    ----------
+    fingerprints : array-like of shape (n_images, n_features)
+        One fingerprint per photo (need not be normalised).
+    sim : float, default=DEFAULT_SIM
+        Similarity index in 0..1. Higher means stricter: ``sim=1`` groups only
+        identical photos, ``sim=0`` puts every photo into one group.
+    min_size : int, default=2
+        Groups with fewer photos are not reported.
+    cut : {"absolute", "relative"}, default="absolute"
+        ``"absolute"`` cuts at cosine distance ``1 - sim``; ``"relative"`` is the
+        original imagecluster's rule, euclidean distance ``(1 - sim)`` times the
+        largest pairwise distance.
+
+    Returns
+    -------
+    list of list of int
+        Row indices of ``fingerprints``, one list per group, largest group
+        first (ties: the group with the smallest index first), each sorted.
+    """
+    fps = check_fingerprints(fingerprints)
+    return _cluster(fps, check_sim(sim), check_min_size(min_size), check_cut(cut))
+
+
+def _cluster(fps, sim, min_size, cut):
+    n = fps.shape[0]
+    if n < max(min_size, 1):
+        return []
+    if sim == 0.0 or n == 1:
+        return [list(range(n))] if n >= min_size else []
+    if cut == "absolute":
+        points = _normalise(fps)
+        threshold = 1.0 - sim
+        metric = _cosine_distances
+    else:
+        points = fps
+        threshold = (1.0 - sim) * _max_euclidean_distance(points)
+        metric = _euclidean_distances
+    threshold += _TOLERANCE
+
+    groups = []
+    for members in _components(points, threshold, metric):
+        if len(members) < min_size:
+            continue
+        groups.extend(_average_linkage(points[members], members, threshold, metric, min_size))
+    groups.sort(key=lambda g: (-len(g), g[0]))
+    return groups
+
+
+def _normalise(fps):
+    norms = np.linalg.norm(fps, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return fps / norms
+
+
+def _cosine_distances(a, b):
+    return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+
+
+def _euclidean_distances(a, b):
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def _row_blocks(n):
+    step = max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def _max_euclidean_distance(points):
+    return max(float(_euclidean_distances(points[a:b], points).max()) for a, b in _row_blocks(len(points)))
+
+
+def _components(points, threshold, metric):
+    """Connected components of the graph 'distance <= threshold', one block of rows at a time."""
+    n = len(points)
+    rows, cols = [], []
+    for start, stop in _row_blocks(n):
+        close = metric(points[start:stop], points[start:]) <= threshold
+        i, j = np.nonzero(close)
+        keep = j > i  # upper triangle: each pair once, no self-loops
+        rows.append(i[keep] + start)
+        cols.append(j[keep] + start)
+    rows = np.concatenate(rows)
+    cols = np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    count, labels = connected_components(graph, directed=False)
+    order = np.argsort(labels, kind="stable")
+    splits = np.cumsum(np.bincount(labels, minlength=count))[:-1]
+    return np.split(order, splits)
+
+
+def _average_linkage(points, members, threshold, metric, min_size):
+    if len(members) <= 2:
+        return [sorted(int(m) for m in members)]  # one photo, or two joined by an edge below threshold
+    if len(members) > 20_000:
+        logger.info(
+            "clustering a group of %s similar photos needs %.1f GB; a higher sim splits it",
+            len(members), len(members) ** 2 * 4e-9,
+        )
+    distances = metric(points.astype(np.float64), points.astype(np.float64))
+    np.fill_diagonal(distances, 0.0)
+    distances = np.maximum(distances, distances.T)  # exact symmetry for squareform
+    tree = linkage(squareform(distances, checks=False), method="average")
+    labels = fcluster(tree, t=threshold, criterion="distance")
+    groups = []
+    for label in np.unique(labels):
+        group = members[labels == label]
+        if len(group) >= min_size:
+            groups.append(sorted(int(m) for m in group))
+    return groups

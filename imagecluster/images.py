@@ -1,0 +1,201 @@
+"""Finding photos in a library and decoding them small and fast.
+
+A camera JPEG of 12 MP is never decoded at full size: Pillow's ``draft`` asks
+libjpeg to scale in the DCT domain (1/2, 1/4 or 1/8) to just above the size the
+network wants, which is most of the speed of the whole pipeline.
+"""
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ._exceptions import InvalidParameter, LibraryNotFound, NotAnImage
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "STORE_DIRNAME",
+    "TREE_MARKER",
+    "check_library",
+    "find_images",
+    "is_image_name",
+    "load_image",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings (lower case) that are treated as photos.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
+)
+
+#: The per-library folder that holds the fingerprint store; never indexed.
+STORE_DIRNAME = ".imagecluster"
+
+#: A file imagecluster writes into every cluster tree; folders holding it are never indexed.
+TREE_MARKER = ".imagecluster-tree"
+
+# A photo larger than this many pixels is refused instead of decoded (Pillow's
+# own guard is 89 MP and only warns; 250 MP still covers panoramas).
+_MAX_PIXELS = 250_000_000
+
+
+def _register_heif():
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+_HEIF_AVAILABLE = _register_heif()
+
+
+def is_image_name(name):
+    """Whether a file name looks like a photo we can read (by its ending).
+
+    Hidden files and partial downloads are not photos yet.
+    """
+    name = os.fspath(name)
+    base = os.path.basename(name)
+    if base.startswith("."):
+        return False
+    suffix = os.path.splitext(base)[1].lower()
+    if suffix in {".heic", ".heif"} and not _HEIF_AVAILABLE:
+        return False
+    return suffix in IMAGE_SUFFIXES
+
+
+def find_images(library, *, exclude=()):
+    """List the photos below ``library``, recursively, in a stable order.
+
+    Hidden folders, the store folder, cluster trees written by imagecluster
+    (any folder holding :data:`TREE_MARKER`) and the folders in ``exclude`` are
+    skipped, so a cluster tree of symlinks is never indexed as new photos.
+    Symlinks (to files or folders) are not followed: a library's photos are
+    the files that really live in it.
+
+    Parameters
+    ----------
+    library : str or os.PathLike
+        The photo folder.
+    exclude : iterable of path-like, default=()
+        Folders to leave out (e.g. the cluster output folder).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Absolute paths, sorted.
+    """
+    root = check_library(library)
+    excluded = {os.path.abspath(p) for p in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if TREE_MARKER in filenames:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and os.path.join(dirpath, d) not in excluded
+        ]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if is_image_name(name) and not os.path.islink(path):
+                found.append(Path(path))
+    found.sort()
+    return found
+
+
+def check_library(library):
+    """Return ``library`` as an absolute, resolved Path, or raise LibraryNotFound."""
+    if library is None or os.fspath(library) == "":
+        raise InvalidParameter("no photo folder given")
+    path = Path(library).expanduser()
+    if not path.exists():
+        raise LibraryNotFound(f"photo folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise LibraryNotFound(f"{str(path)!r} is not a folder")
+    return path.resolve()
+
+
+def load_image(path, size):
+    """Decode one photo to an RGB array of shape ``(size, size, 3)``, uint8.
+
+    EXIF orientation is applied, a GIF gives its first frame, transparency is
+    flattened onto white, and the whole photo is squashed to a square (like the
+    original imagecluster), so nothing at its edges is cropped away.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The photo.
+    size : int
+        Side of the square the network wants, in pixels.
+
+    Returns
+    -------
+    numpy.ndarray of shape (size, size, 3), dtype uint8
+
+    Raises
+    ------
+    NotAnImage
+        The file cannot be decoded (not an image, truncated, far too large).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > _MAX_PIXELS:
+                    raise NotAnImage(
+                        f"{os.fspath(path)}: {im.width}x{im.height} pixels is too large to be a photo"
+                    )
+                # draft() only changes JPEG decoding: libjpeg scales by 1/2,
+                # 1/4 or 1/8 in the DCT domain, as far as keeps both sides at
+                # least `size`; the resize below then averages the rest.
+                im.draft("RGB", (size, size))
+                im = ImageOps.exif_transpose(im)
+                im = _to_rgb(im)
+                im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+                return np.asarray(im, dtype=np.uint8)
+    except NotAnImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, EOFError) as exc:
+        raise NotAnImage(f"{os.fspath(path)}: {_describe(exc)}") from exc
+
+
+def _to_rgb(im):
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale (scientific TIFFs, some PNGs): scale to 8 bits.
+        arr = np.asarray(im, dtype=np.float32)
+        top = float(arr.max()) or 1.0
+        return Image.fromarray((arr * (255.0 / top)).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def _describe(exc):
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image Pillow can read"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return "too many pixels to be a photo (decompression bomb guard)"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder"
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text or isinstance(exc, (SyntaxError, EOFError)):
+        return f"damaged or truncated image ({text})"
+    return text

@@ -1,0 +1,196 @@
+"""Writing clusters as a tree of symlinks: ``<out>/cluster_with_<N>/cluster_<K>/<photo>``.
+
+The tree is what a person browses, so it must never be seen half written and
+must never cost them a file:
+
+* the new tree is built beside the old one and swapped in with one atomic
+  ``renameat2(RENAME_EXCHANGE)`` (where the kernel has it; otherwise two
+  renames with a moment in between);
+* imagecluster only ever replaces a folder holding its own marker file (or an
+  empty one), and when clearing an old tree it removes only symlinks, the
+  marker and then-empty folders. Anything else found inside is kept, and the
+  old tree is left aside under a new name instead of being deleted.
+"""
+
+import ctypes
+import ctypes.util
+import datetime
+import errno
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ._exceptions import InvalidParameter, NotOurTree, TreeError
+from .images import TREE_MARKER
+
+__all__ = ["is_own_tree", "write_tree"]
+
+logger = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def is_own_tree(folder):
+    """Whether ``folder`` is a cluster tree that imagecluster wrote (holds the marker file)."""
+    marker = Path(folder) / TREE_MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def write_tree(clusters, out, *, info=None):
+    """Write ``clusters`` as a symlink tree at ``out``, replacing the tree there.
+
+    Parameters
+    ----------
+    clusters : list of list of path-like
+        Photo paths, one list per cluster (as returned by
+        :func:`imagecluster.cluster_folder`). Each becomes
+        ``cluster_with_<N>/cluster_<K>/``, N the cluster size and K counting
+        the clusters of that size from 0. Links point to absolute paths.
+    out : path-like
+        The tree's folder. Created if missing; if it exists it must be a tree
+        imagecluster wrote before, or empty.
+    info : dict, default=None
+        Extra facts (e.g. sim, model) recorded in the tree's marker file.
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute path of the written tree.
+
+    Raises
+    ------
+    NotOurTree
+        ``out`` exists and is not an imagecluster tree; nothing is touched.
+    TreeError
+        The tree could not be written (permissions, disk full, ...).
+    """
+    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    groups = [[Path(os.path.abspath(os.fspath(p))) for p in group] for group in clusters]
+    if any(len(g) == 0 for g in groups):
+        raise InvalidParameter("a cluster must hold at least one photo")
+    _check_replaceable(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    except OSError as exc:
+        raise TreeError(f"cannot create the cluster tree beside {out}: {exc.strerror or exc}") from exc
+    try:
+        _fill(staging, groups, info or {})
+        _swap_in(staging, out)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    return out
+
+
+def _check_replaceable(out):
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise NotOurTree(f"{out} exists and is not a folder; choose another output folder")
+    if out.is_dir() and not is_own_tree(out) and any(out.iterdir()):
+        raise NotOurTree(
+            f"{out} exists and was not written by imagecluster; "
+            "it is left untouched. Choose another output folder (--out) or remove it yourself."
+        )
+
+
+def _fill(staging, groups, info):
+    seen_sizes = {}
+    try:
+        for group in groups:
+            k = seen_sizes.get(len(group), 0)
+            seen_sizes[len(group)] = k + 1
+            folder = staging / f"cluster_with_{len(group)}" / f"cluster_{k}"
+            folder.mkdir(parents=True)
+            used = set()
+            for photo in group:
+                name = _unique_name(photo.name, used)
+                os.symlink(photo, folder / name)
+        marker = {
+            "written_by": "imagecluster",
+            "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "clusters": len(groups),
+            **info,
+        }
+        (staging / TREE_MARKER).write_text(json.dumps(marker, indent=1, default=str) + "\n")
+    except OSError as exc:
+        raise TreeError(f"cannot write the cluster tree: {exc.strerror or exc}") from exc
+
+
+def _unique_name(name, used):
+    """``IMG_1.jpg``, then ``IMG_1 (2).jpg``, ...: two photos of one name both appear."""
+    candidate = name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    count = 1
+    while candidate in used:
+        count += 1
+        candidate = f"{stem} ({count}).{suffix}" if dot else f"{stem} ({count})"
+    used.add(candidate)
+    return candidate
+
+
+def _swap_in(staging, out):
+    if not out.exists():
+        try:
+            os.rename(staging, out)
+        except OSError as exc:
+            raise TreeError(f"cannot move the new cluster tree to {out}: {exc.strerror or exc}") from exc
+        return
+    if _exchange(staging, out):
+        old = staging  # after the exchange, the staging name holds the old tree
+    else:
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        try:
+            os.rename(out, old)
+            os.rename(staging, out)
+        except OSError as exc:
+            raise TreeError(f"cannot replace the cluster tree at {out}: {exc.strerror or exc}") from exc
+    if not _remove_tree(old):
+        kept = out.with_name(f"{out.name}.kept-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        os.rename(old, kept)
+        logger.warning(
+            "the old cluster tree held files imagecluster did not write; they are kept in %s", kept
+        )
+
+
+def _exchange(a, b):
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise TreeError(f"cannot replace the cluster tree at {b}: {os.strerror(err)}")
+
+
+def _remove_tree(root):
+    """Remove what imagecluster writes (symlinks, marker, empty folders); True if all went.
+
+    Regular files other than the marker are never removed.
+    """
+    clean = True
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or (name == TREE_MARKER and dirpath == os.fspath(root)):
+                os.unlink(path)
+            else:
+                clean = False
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            clean = False
+    return clean

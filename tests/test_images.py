@@ -1,0 +1,134 @@
+"""imagecluster.images: discovery and fast decoding of real image files."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagecluster import LibraryNotFound, NotAnImage
+from imagecluster.images import STORE_DIRNAME, TREE_MARKER, find_images, load_image
+
+
+def halves(width, height, left=(255, 0, 0), right=(0, 0, 255)):
+    """An image whose left half is one colour and right half another."""
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    array[:, : width // 2] = left
+    array[:, width // 2 :] = right
+    return Image.fromarray(array)
+
+
+def test_large_jpeg_decodes_small_and_faithfully(tmp_path):
+    path = tmp_path / "camera.jpg"
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 4000, dtype=np.float32)[None, :, None] * np.ones((3000, 1, 3))
+    noisy = np.clip(gradient + rng.normal(0, 8, gradient.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(path, quality=90)
+    got = load_image(path, 224)
+    assert got.shape == (224, 224, 3) and got.dtype == np.uint8
+    with Image.open(path) as im:
+        full = np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(got - full).mean() < 4  # same picture as a full decode
+
+
+def test_draft_keeps_decoded_size_near_target(tmp_path):
+    path = tmp_path / "camera.jpg"
+    Image.new("RGB", (4000, 3000), (90, 120, 30)).save(path)
+    with Image.open(path) as im:
+        im.draft("RGB", (224, 224))
+        assert im.size == (500, 375)  # 1/8 scale in the DCT domain, not 12 MP
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    halves(300, 200).save(path, exif=exif, quality=95)
+    got = load_image(path, 224)
+    assert got[20, 112, 0] > 200 and got[20, 112, 2] < 60  # red on top
+    assert got[200, 112, 2] > 200 and got[200, 112, 0] < 60  # blue below
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif", ".bmp", ".gif"])
+def test_formats(tmp_path, suffix):
+    path = tmp_path / f"photo{suffix}"
+    halves(64, 48).save(path)
+    got = load_image(path, 32)
+    assert got.shape == (32, 32, 3)
+    assert got[16, 2, 0] > 200 and got[16, 29, 2] > 200
+
+
+def test_gif_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (40, 40), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert tuple(load_image(path, 16)[8, 8]) == (255, 0, 0)
+
+
+def test_transparency_becomes_white(tmp_path):
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (20, 20), (0, 0, 0, 0)).save(path)
+    assert load_image(path, 8).min() == 255
+
+
+def test_16_bit_greyscale(tmp_path):
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)).save(path)
+    assert load_image(path, 8).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"this is a text file, not a photo", "not an image"),
+        (b"", "not an image"),
+        ("truncated", "truncated"),
+    ],
+)
+def test_broken_files_raise_not_an_image(tmp_path, content, reason):
+    path = tmp_path / "broken.jpg"
+    if content == "truncated":
+        halves(400, 300).save(tmp_path / "whole.jpg")
+        content = (tmp_path / "whole.jpg").read_bytes()[:2000]
+    path.write_bytes(content)
+    with pytest.raises(NotAnImage, match=reason):
+        load_image(path, 32)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(NotAnImage, match="not found"):
+        load_image(tmp_path / "gone.jpg", 32)
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(NotAnImage):
+        load_image(tmp_path / "dir.jpg", 32)
+
+
+def test_find_images_walks_the_library_and_skips_what_is_not_a_photo(tmp_path):
+    lib = tmp_path / "lib"
+    wanted = ["2019/07/a.jpg", "2019/07/b.JPEG", "2020/c.png", "d.webp", "e.tiff"]
+    unwanted = [
+        ".hidden/f.jpg",
+        f"{STORE_DIRNAME}/g.jpg",
+        "clusters/cluster_with_2/cluster_0/h.jpg",
+        "notes.txt",
+        "download.jpg.part",
+        ".partial.jpg",
+        "mine/excluded.jpg",
+    ]
+    for name in wanted + unwanted:
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        (lib / name).write_bytes(b"x")
+    (lib / "clusters" / TREE_MARKER).write_text("{}")
+    os.symlink(lib / "d.webp", lib / "link.jpg")
+    os.symlink(lib / "2019", lib / "linked-folder")
+    found = find_images(lib, exclude=[lib / "mine"])
+    assert [p.relative_to(lib).as_posix() for p in found] == sorted(wanted)
+    assert all(p.is_absolute() for p in found)
+
+
+def test_find_images_needs_a_folder(tmp_path):
+    with pytest.raises(LibraryNotFound, match="does not exist"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LibraryNotFound, match="not a folder"):
+        find_images(tmp_path / "file")

@@ -1,0 +1,95 @@
+"""imagecluster.tree: the symlink tree is complete, swapped atomically, and never eats a file."""
+
+import json
+import os
+
+import pytest
+
+from imagecluster import NotOurTree, write_tree
+from imagecluster.images import TREE_MARKER
+
+
+@pytest.fixture
+def photos(tmp_path):
+    lib = tmp_path / "lib"
+    for name in ["a/IMG_1.jpg", "b/IMG_1.jpg", "a/x.png", "y.jpg", "z.jpg"]:
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        (lib / name).write_bytes(b"photo " + name.encode())
+    return lib
+
+
+def links(tree):
+    found = {}
+    for dirpath, _, files in os.walk(tree):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                found[os.path.relpath(p, tree)] = os.readlink(p)
+    return found
+
+
+def test_layout_and_absolute_targets(photos, tmp_path):
+    out = tmp_path / "out"
+    clusters = [[photos / "a/IMG_1.jpg", photos / "b/IMG_1.jpg", photos / "a/x.png"], [photos / "y.jpg", photos / "z.jpg"]]
+    assert write_tree(clusters, out, info={"sim": 0.7}) == out
+    assert links(out) == {
+        "cluster_with_3/cluster_0/IMG_1.jpg": str(photos / "a/IMG_1.jpg"),
+        "cluster_with_3/cluster_0/IMG_1 (2).jpg": str(photos / "b/IMG_1.jpg"),
+        "cluster_with_3/cluster_0/x.png": str(photos / "a/x.png"),
+        "cluster_with_2/cluster_0/y.jpg": str(photos / "y.jpg"),
+        "cluster_with_2/cluster_0/z.jpg": str(photos / "z.jpg"),
+    }
+    marker = json.loads((out / TREE_MARKER).read_text())
+    assert marker["sim"] == 0.7 and marker["clusters"] == 2
+
+
+def test_clusters_of_one_size_are_numbered(photos, tmp_path):
+    out = tmp_path / "out"
+    write_tree([[photos / "y.jpg", photos / "z.jpg"], [photos / "a/x.png", photos / "a/IMG_1.jpg"]], out)
+    assert sorted(os.listdir(out / "cluster_with_2")) == ["cluster_0", "cluster_1"]
+
+
+def test_rewrite_replaces_old_tree_and_leaves_nothing_behind(photos, tmp_path):
+    out = tmp_path / "out"
+    write_tree([[photos / "y.jpg", photos / "z.jpg"]], out)
+    write_tree([[photos / "a/x.png", photos / "y.jpg", photos / "z.jpg"]], out)
+    assert set(links(out)) == {f"cluster_with_3/cluster_0/{n}" for n in ["x.png", "y.jpg", "z.jpg"]}
+    assert sorted(os.listdir(tmp_path)) == ["lib", "out"]  # no staging or old folders left
+    assert all(p.read_bytes().startswith(b"photo") for p in photos.rglob("*.*"))
+
+
+def test_refuses_a_folder_it_did_not_write(photos, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(NotOurTree, match="not written by imagecluster"):
+        write_tree([[photos / "y.jpg", photos / "z.jpg"]], out)
+    assert os.listdir(out) == ["notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["lib", "mine"]
+
+
+def test_refuses_a_file(photos, tmp_path):
+    out = tmp_path / "file"
+    out.write_text("x")
+    with pytest.raises(NotOurTree):
+        write_tree([[photos / "y.jpg"]], out)
+    assert out.read_text() == "x"
+
+
+def test_empty_folder_is_accepted(photos, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    write_tree([[photos / "y.jpg", photos / "z.jpg"]], out)
+    assert len(links(out)) == 2
+
+
+def test_files_put_into_an_old_tree_are_kept(photos, tmp_path):
+    out = tmp_path / "out"
+    write_tree([[photos / "y.jpg", photos / "z.jpg"]], out)
+    precious = out / "cluster_with_2" / "cluster_0" / "copied.jpg"
+    precious.write_bytes(b"a real photo the user copied in")
+    write_tree([[photos / "a/x.png", photos / "z.jpg"]], out)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("out.kept-")]
+    assert len(kept) == 1
+    assert (kept[0] / "cluster_with_2" / "cluster_0" / "copied.jpg").read_bytes() == b"a real photo the user copied in"
+    assert set(links(out)) == {"cluster_with_2/cluster_0/x.png", "cluster_with_2/cluster_0/z.jpg"}
