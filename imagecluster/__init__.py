@@ -16,6 +16,7 @@ from ._exceptions import (
 )
 from .cluster import DEFAULT_SIM
 from .images import find_images, load_image
+from .store import Store
 from .tree import write_tree
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ModelError",
     "NotAnImage",
     "NotOurTree",
+    "Store",
     "StoreCorrupt",
     "StoreError",
     "StoreLocked",

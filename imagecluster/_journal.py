@@ -1,0 +1,489 @@
+"""The I/O-free core of :mod:`imagecluster.store`: file formats, checks, state.
+
+Everything here works on bytes, builtins and arrays; :mod:`imagecluster.store`
+does the file I/O, locking and logging around it.
+
+Snapshot (``fingerprints.pk``): a pickle of builtins only, built by
+:meth:`State.to_snapshot` and checked by :meth:`State.from_snapshot`::
+
+    {"format": "imagecluster-store", "version": 1, "token": bytes,
+     "models": {name: {"dim": d, "dtype": "float16", "paths": [...],
+                       "sizes": [...], "mtimes": [...],
+                       "data": bytes of the (n, d) little-endian array}}}
+
+Journal: the journal (``journal.pk``) is a sequence of records, each framed as::
+
+    struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+where ``payload`` is a protocol-5 pickle of a tuple of builtins:
+
+``("base", token)``
+    Always the first record. ``token`` (bytes, or None when there is no
+    snapshot yet) names the snapshot the journal extends, so a journal left
+    over by a compaction that crashed before truncating it is recognised as
+    already merged and ignored.
+``("put", model, path, size, mtime_ns, dtype, fingerprint_bytes)``
+    Add or replace one fingerprint; ``dtype`` is ``"float16"`` or ``"float32"``
+    (little-endian).
+``("del", model_or_None, path)``
+    Forget ``path`` for one model, or for every model when ``None``.
+``("move", old_path, new_path)``
+    In every model: forget ``new_path``, then rename ``old_path`` (when
+    present) to ``new_path``.
+
+Every pickle here is read with :class:`SafeUnpickler`, which refuses every
+global, so a tampered file can at worst describe builtin containers, never run
+code.
+"""
+
+import io
+import itertools
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import PurePath, PurePosixPath
+from typing import NamedTuple
+
+import numpy as np
+
+from ._exceptions import InvalidParameter
+
+__all__ = [
+    "DTYPES", "BadRecord", "Entry", "Model", "SafeUnpickler", "State", "all_finite", "all_relpaths",
+    "check_int", "check_iterable", "check_model", "check_path", "check_vector", "encode", "is_relpath",
+    "iter_records", "safe_load",
+]
+
+FORMAT = "imagecluster-store"
+VERSION = 1
+
+HEADER = struct.Struct("<II")
+DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+_BAD_PARTS = frozenset({"", ".", ".."})
+# With paths joined by NUL (and NUL at both ends), any of these marks a path that is
+# absolute, empty, or has an empty, "." or ".." part.
+_BAD_JOINED = (
+    "\x00/", "\x00\x00", "//", "/\x00",
+    "\x00./", "/./", "/.\x00", "\x00.\x00",
+    "\x00../", "/../", "/..\x00", "\x00..\x00",
+)
+# High bytes of little-endian float16 values whose exponent is not all ones (finite values).
+_F16_FINITE_HIGH_BYTES = bytes(b for b in range(256) if b & 0x7C != 0x7C)
+_CHUNK = 1 << 20  # elements per step in whole-matrix scans
+
+
+class BadRecord(Exception):
+    """A journal record that cannot be used; replay stops at ``offset``.
+
+    Never leaves the store: the store logs it and truncates the journal there
+    on its next write.
+    """
+
+    def __init__(self, offset, reason):
+        super().__init__(f"bad journal record at byte {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler for builtin containers only: every global is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+
+def safe_load(file):
+    """Unpickle one object from a binary file without resolving any global.
+
+    Parameters
+    ----------
+    file : binary file object
+        Open for reading.
+
+    Returns
+    -------
+    obj : object
+        Built from builtins only (dict, list, tuple, str, bytes, int, ...).
+
+    Raises
+    ------
+    Exception
+        Whatever the unpickler raises on bad input (``UnpicklingError``,
+        ``EOFError``, ``ValueError``, ``MemoryError``, ...); callers wrap it.
+    """
+    return SafeUnpickler(file).load()
+
+
+def is_relpath(path):
+    """Tell whether ``path`` is a canonical POSIX path relative to the library.
+
+    Parameters
+    ----------
+    path : object
+        Candidate.
+
+    Returns
+    -------
+    ok : bool
+        True for a non-empty ``str`` that is not absolute and has no empty,
+        ``.`` or ``..`` parts and no NUL.
+    """
+    return (
+        type(path) is str
+        and path != ""
+        and path[0] != "/"
+        and "\x00" not in path
+        and _BAD_PARTS.isdisjoint(path.split("/"))
+    )
+
+
+def all_relpaths(paths):
+    """:func:`is_relpath` for every item of a list, fast for long lists of good paths."""
+    try:
+        joined = "\x00" + "\x00".join(paths) + "\x00"
+    except TypeError:
+        return False
+    if joined.count("\x00") == len(paths) + 1 and not any(bad in joined for bad in _BAD_JOINED):
+        return True
+    return all(map(is_relpath, paths))
+
+
+def encode(records):
+    """Frame records for one append.
+
+    Parameters
+    ----------
+    records : iterable of tuple
+        Records as described in the module docstring.
+
+    Returns
+    -------
+    data : bytes
+        The framed records, ready for a single ``os.write``.
+    """
+    chunks = []
+    for record in records:
+        payload = pickle.dumps(record, protocol=5)
+        chunks.append(HEADER.pack(len(payload), zlib.crc32(payload)))
+        chunks.append(payload)
+    return b"".join(chunks)
+
+
+def iter_records(data, start) -> Iterator[tuple[int, tuple]]:
+    """Decode framed records, checking frame, CRC, pickle and record shape.
+
+    Parameters
+    ----------
+    data : bytes
+        Journal bytes beginning at file offset ``start``.
+    start : int
+        File offset of ``data[0]``, used for offsets in results and errors.
+
+    Yields
+    ------
+    end : int
+        File offset just after the record.
+    record : tuple
+        A checked record.
+
+    Raises
+    ------
+    BadRecord
+        At the first torn, CRC-bad, unreadable or malformed record.
+    """
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        offset = start + pos
+        if len(view) - pos < HEADER.size:
+            raise BadRecord(offset, "torn record header")
+        length, crc = HEADER.unpack_from(view, pos)
+        payload = view[pos + HEADER.size : pos + HEADER.size + length]
+        if len(payload) < length:
+            raise BadRecord(offset, "torn record")
+        if zlib.crc32(payload) != crc:
+            raise BadRecord(offset, "checksum mismatch")
+        try:
+            record = safe_load(io.BytesIO(payload))
+        except Exception as exc:  # anything a hostile pickle can provoke
+            raise BadRecord(offset, f"unreadable payload ({exc})") from exc
+        reason = _record_problem(record)
+        if reason:
+            raise BadRecord(offset, reason)
+        pos += HEADER.size + length
+        yield start + pos, record
+
+
+def _is_int(value):
+    return type(value) is int
+
+
+def _finite_bytes(raw, dtype):
+    """True when little-endian floats in ``raw`` hold no inf or NaN."""
+    if dtype == "float16":  # exponent bits all live in the high byte: a C-speed byte scan
+        return not raw[1::2].translate(None, _F16_FINITE_HIGH_BYTES)
+    return bool(np.isfinite(np.frombuffer(raw, DTYPES[dtype])).all())
+
+
+def _record_problem(record):
+    """Return why ``record`` is malformed, or an empty string."""
+    if type(record) is not tuple or not record:
+        return "not a tuple"
+    kind = record[0]
+    if kind == "base":
+        ok = len(record) == 2 and (record[1] is None or type(record[1]) is bytes)
+    elif kind == "put":
+        if len(record) != 7:
+            return "put: wrong length"
+        _, model, path, size, mtime_ns, dtype, raw = record
+        ok = (
+            type(model) is str
+            and model != ""
+            and is_relpath(path)
+            and _is_int(size)
+            and size >= 0
+            and _is_int(mtime_ns)
+            and type(dtype) is str
+            and dtype in DTYPES
+            and type(raw) is bytes
+            and len(raw) > 0
+            and len(raw) % DTYPES[dtype].itemsize == 0
+        )
+        if ok and not _finite_bytes(raw, dtype):
+            return "put: non-finite fingerprint"
+    elif kind == "del":
+        ok = len(record) == 3 and (record[1] is None or (type(record[1]) is str and record[1] != ""))
+        ok = ok and is_relpath(record[2])
+    elif kind == "move":
+        ok = len(record) == 3 and is_relpath(record[1]) and is_relpath(record[2])
+    else:
+        return f"unknown record kind {kind!r}"[:80]
+    return "" if ok else f"malformed {kind} record"
+
+
+class Entry(NamedTuple):
+    """What the store knows about one photo file when it was fingerprinted."""
+
+    size: int
+    mtime_ns: int
+
+
+class Model:
+    """One model's fingerprints: a growing matrix plus path -> row bookkeeping."""
+
+    __slots__ = ("dim", "matrix", "writable", "used", "rows", "entries", "free")
+
+    def __init__(self, dim, matrix, rows, entries):
+        self.dim = dim
+        self.matrix = matrix  # (capacity, dim); may be a read-only view of snapshot bytes
+        self.writable = matrix.flags.writeable
+        self.used = len(rows)  # rows [0, used) are live or on the free list
+        self.rows = rows  # path -> row
+        self.entries = entries  # path -> Entry
+        self.free = []  # dead rows, reused before growing
+
+    def put(self, path, size, mtime_ns, vector):
+        row = self.rows.get(path)
+        if row is None:
+            if self.free:
+                row = self.free.pop()
+            else:
+                row, self.used = self.used, self.used + 1
+            self.rows[path] = row
+        if row >= len(self.matrix) or not self.writable:  # grow by half (amortised O(1)), or copy a read-only view
+            capacity = max(16, len(self.matrix) + len(self.matrix) // 2, row + 1)
+            matrix = np.empty((capacity, self.dim), self.matrix.dtype)
+            matrix[: len(self.matrix)] = self.matrix
+            self.matrix, self.writable = matrix, True
+        self.matrix[row] = vector
+        self.entries[path] = tuple.__new__(Entry, (size, mtime_ns))
+
+    def remove(self, path):
+        row = self.rows.pop(path, None)
+        if row is not None:
+            del self.entries[path]
+            self.free.append(row)
+
+    def move(self, old, new):
+        if old != new:
+            self.remove(new)
+            if old in self.rows:
+                self.rows[new] = self.rows.pop(old)
+                self.entries[new] = self.entries.pop(old)
+
+    def take(self, paths):
+        """Rows of ``paths`` (all present), shape (len(paths), dim); may be a view."""
+        idx = np.fromiter(map(self.rows.__getitem__, paths), np.intp, len(paths))
+        if np.array_equal(idx, np.arange(len(idx))):
+            return self.matrix[: len(idx)]
+        return self.matrix[idx]
+
+
+class State:
+    """The store's content in memory, free of I/O: models and the snapshot token."""
+
+    def __init__(self, dtype, token=None):
+        self.dtype = dtype
+        self.token = token
+        self.models = {}
+
+    @classmethod
+    def from_snapshot(cls, obj, dtype):
+        """Check an unpickled snapshot and build a state; ValueError says why not."""
+        if type(obj) is not dict or obj.get("format") != FORMAT:
+            raise ValueError("not an imagecluster store")
+        if obj.get("version") != VERSION:
+            raise ValueError(f"unsupported store version {obj.get('version')!r}")
+        token, models = obj.get("token"), obj.get("models")
+        if (token is not None and type(token) is not bytes) or type(models) is not dict:
+            raise ValueError("bad token or models")
+        state = cls(dtype, token)
+        for name, m in models.items():
+            if type(name) is not str or not name or type(m) is not dict:
+                raise ValueError("bad model entry")
+            state._load_model(name, *(m.get(k) for k in ("dim", "dtype", "paths", "sizes", "mtimes", "data")))
+        return state
+
+    def _load_model(self, name, dim, dtype, paths, sizes, mtimes, data):
+        where = f"model {name!r}"
+        if type(dim) is not int or dim <= 0 or type(dtype) is not str or dtype not in DTYPES:
+            raise ValueError(f"{where}: bad dim or dtype")
+        if not (type(paths) is type(sizes) is type(mtimes) is list) or type(data) not in (bytes, bytearray):
+            raise ValueError(f"{where}: bad field types")
+        n = len(paths)
+        if len(sizes) != n or len(mtimes) != n or len(data) != n * dim * DTYPES[dtype].itemsize:
+            raise ValueError(f"{where}: field lengths disagree")
+        if not all_relpaths(paths):
+            raise ValueError(f"{where}: a path is not relative to the library")
+        ints = all(type(v) is int for v in sizes) and all(type(v) is int for v in mtimes)
+        if not ints or min(sizes, default=0) < 0:
+            raise ValueError(f"{where}: bad sizes or mtimes")
+        rows = dict(zip(paths, range(n)))
+        if len(rows) != n:
+            raise ValueError(f"{where}: duplicate paths")
+        matrix = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
+        if matrix.dtype != self.dtype:
+            with np.errstate(over="ignore"):
+                matrix = matrix.astype(self.dtype)
+        if not all_finite(matrix):
+            raise ValueError(f"{where}: non-finite fingerprint values")
+        if n:
+            entries = dict(zip(paths, map(tuple.__new__, itertools.repeat(Entry), zip(sizes, mtimes))))
+            self.models[name] = Model(dim, matrix, rows, entries)
+
+    def to_snapshot(self, token):
+        """The snapshot dict (builtins only) for the current content."""
+        models = {}
+        for name, m in sorted(self.models.items()):
+            paths = sorted(m.rows)
+            models[name] = {
+                "dim": m.dim,
+                "dtype": self.dtype.name,
+                "paths": paths,
+                "sizes": [m.entries[p].size for p in paths],
+                "mtimes": [m.entries[p].mtime_ns for p in paths],
+                "data": m.take(paths).astype(self.dtype, copy=False).tobytes(),
+            }
+        return {"format": FORMAT, "version": VERSION, "token": token, "models": models}
+
+    def apply(self, record):
+        """Apply one checked journal record; ValueError (nothing changed) if it conflicts."""
+        kind = record[0]
+        if kind == "put":
+            _, model, path, size, mtime_ns, dtype, raw = record
+            vector = np.frombuffer(raw, DTYPES[dtype])
+            if vector.dtype != self.dtype:  # written by a store with the other dtype
+                with np.errstate(over="ignore"):
+                    vector = vector.astype(self.dtype)
+                if not np.isfinite(vector).all():
+                    raise ValueError(f"fingerprint of {path!r} does not fit in {self.dtype.name}")
+            m = self.models.get(model)
+            if m is None:
+                m = self.models[model] = Model(vector.size, np.empty((0, vector.size), self.dtype), {}, {})
+            elif m.dim != vector.size:
+                raise ValueError(f"{path!r} has {vector.size} values but model {model!r} has {m.dim}")
+            m.put(path, size, mtime_ns, vector)
+        elif kind == "del":
+            _, model, path = record
+            for name in list(self.models) if model is None else [model]:
+                m = self.models.get(name)
+                if m is not None:
+                    m.remove(path)
+                    if not m.rows:
+                        del self.models[name]
+        elif kind == "move":
+            for name, m in list(self.models.items()):
+                m.move(record[1], record[2])
+                if not m.rows:
+                    del self.models[name]
+        else:
+            raise ValueError(f"unexpected {kind!r} record")
+
+
+def all_finite(a):
+    """True when no value of a float16/float32 array is inf or NaN (chunked: cache-friendly)."""
+    flat = a.reshape(-1)
+    for i in range(0, flat.size, _CHUNK):
+        chunk = flat[i : i + _CHUNK]
+        if chunk.dtype.itemsize == 2:
+            if np.bitwise_and(chunk.view(np.uint16), 0x7C00).max() == 0x7C00:
+                return False
+        elif not np.isfinite(chunk).all():
+            return False
+    return True
+
+
+def check_path(path, what="path"):
+    """Normalise a library-relative path to its POSIX str; InvalidParameter otherwise."""
+    if isinstance(path, PurePath):
+        path = path.as_posix()
+    elif isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if type(path) is not str:
+        raise InvalidParameter(f"{what} must be a str or path, got {type(path).__name__}")
+    if is_relpath(path):
+        return path
+    norm = PurePosixPath(path)
+    if norm.is_absolute() or ".." in norm.parts or not norm.parts or "\x00" in path:
+        raise InvalidParameter(f"{what} must be relative to the library, without '..': {path!r}")
+    return norm.as_posix()
+
+
+def check_model(model):
+    """Return ``model`` if it is a non-empty str; InvalidParameter otherwise."""
+    if type(model) is not str or not model:
+        raise InvalidParameter(f"model must be a non-empty str, got {model!r}")
+    return model
+
+
+def check_int(value, what, *, minimum=None):
+    """Return ``value`` as a Python int (not bool), at least ``minimum``; InvalidParameter otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameter(f"{what} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise InvalidParameter(f"{what} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_vector(fingerprint, dtype, path):
+    """Cast one fingerprint to the store dtype: 1-D, real, finite (also after the cast)."""
+    try:
+        a = np.asarray(fingerprint)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"fingerprint of {path!r} is not an array: {exc}") from exc
+    if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "fiu":
+        raise InvalidParameter(f"fingerprint of {path!r} must be a non-empty 1-D real array, got {a.dtype} {a.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = a.astype(dtype)
+    if not np.isfinite(a).all() or not all_finite(cast):
+        raise InvalidParameter(f"fingerprint of {path!r} has values that are not finite in {dtype.name}")
+    return cast
+
+
+def check_iterable(value, what):
+    """Return ``value`` if it is an iterable other than str/bytes; InvalidParameter otherwise."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidParameter(f"{what} must be an iterable of items, got {type(value).__name__}")
+    return value
