@@ -16,6 +16,7 @@ from ._exceptions import (
 )
 from .cluster import DEFAULT_SIM
 from .images import find_images, load_image
+from .models import load_model
 from .store import Store
 from .tree import write_tree
 
@@ -36,5 +37,6 @@ __all__ = [
     "cluster",
     "find_images",
     "load_image",
+    "load_model",
     "write_tree",
 ]
