@@ -1,0 +1,7 @@
+"""``python -m imagecluster`` is the ``imagecluster`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

