@@ -7,6 +7,8 @@ not know our names::
     ImageClusterError
     ├── InvalidParameter        (ValueError)    a bad argument at a public boundary
     ├── NotAnImage              (ValueError)    a file that cannot be decoded as a photo
+    ├── NotInLibrary            (ValueError)    a path outside every watched library
+    ├── PhotoNotFound           (FileNotFoundError)
     ├── LibraryNotFound         (FileNotFoundError)
     ├── ModelError              (RuntimeError)  weights missing or unreadable, unknown model
     ├── StoreError              (OSError)
@@ -22,6 +24,8 @@ __all__ = [
     "ImageClusterError",
     "InvalidParameter",
     "NotAnImage",
+    "NotInLibrary",
+    "PhotoNotFound",
     "LibraryNotFound",
     "ModelError",
     "StoreError",
@@ -42,6 +46,14 @@ class InvalidParameter(ImageClusterError, ValueError):
 
 class NotAnImage(ImageClusterError, ValueError):
     """A file could not be decoded as a photo (not an image, truncated, too large)."""
+
+
+class NotInLibrary(ImageClusterError, ValueError):
+    """A path lies outside every library (also through ``..`` or a symlink that leads out)."""
+
+
+class PhotoNotFound(ImageClusterError, FileNotFoundError):
+    """A photo path names no file."""
 
 
 class LibraryNotFound(ImageClusterError, FileNotFoundError):
