@@ -120,24 +120,31 @@ def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, wor
                 pending.append((path, pool.submit(load_image, path, size)))
 
         refill()
-        while pending:
-            batch_paths, images, failures = [], [], []
-            while pending and len(images) < batch_size:
-                path, future = pending.popleft()
-                refill()
-                try:
-                    images.append(future.result())
-                    batch_paths.append(path)
-                except NotAnImage as exc:
-                    failures.append(Failure(path, _reason(exc, path)))
-            if images:
-                vectors = model.loaded.fingerprint(np.stack(images))
-            else:
-                vectors = np.zeros((0, 0), dtype=np.float32)
-            if progress is not None:
-                progress(len(images) + len(failures))
-            yield FingerprintBatch(batch_paths, vectors, failures)
+        try:
+            yield from _batches(pending, refill, model, batch_size, progress)
+        finally:
+            for _, future in pending:  # stopped early (error, Ctrl-C): drop queued decodes
+                future.cancel()
 
+
+def _batches(pending, refill, model, batch_size, progress):
+    while pending:
+        batch_paths, images, failures = [], [], []
+        while pending and len(images) < batch_size:
+            path, future = pending.popleft()
+            refill()
+            try:
+                images.append(future.result())
+                batch_paths.append(path)
+            except NotAnImage as exc:
+                failures.append(Failure(path, _reason(exc, path)))
+        if images:
+            vectors = model.loaded.fingerprint(np.stack(images))
+        else:
+            vectors = np.zeros((0, 0), dtype=np.float32)
+        if progress is not None:
+            progress(len(images) + len(failures))
+        yield FingerprintBatch(batch_paths, vectors, failures)
 
 def _reason(exc, path):
     text = str(exc)

@@ -1,6 +1,7 @@
 """imagecluster.images: discovery and fast decoding of real image files."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,33 @@ def test_find_images_needs_a_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(LibraryNotFound, match="not a folder"):
         find_images(tmp_path / "file")
+
+
+@pytest.mark.parametrize("source", ["dog.jpg", "cat.jpg"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP"])
+def test_corrupted_photos_never_raise_anything_but_not_an_image(tmp_path, source, fmt):
+    """Flip and cut bytes of real photos: each either decodes or is refused with a reason."""
+    original = tmp_path / f"original.{fmt.lower()}"
+    with Image.open(Path(__file__).parent / "data" / source) as im:
+        im.convert("RGB").save(original, format=fmt)
+    data = original.read_bytes()
+    rng = np.random.default_rng(len(data))
+    for trial in range(40):
+        damaged = bytearray(data)
+        for offset in rng.integers(0, len(data), size=rng.integers(1, 12)):
+            damaged[offset] = rng.integers(0, 256)
+        if trial % 3 == 0:
+            damaged = damaged[: rng.integers(1, len(damaged))]
+        path = tmp_path / f"damaged-{trial}.{fmt.lower()}"
+        path.write_bytes(bytes(damaged))
+        try:
+            assert load_image(path, 32).shape == (32, 32, 3)
+        except NotAnImage as exc:
+            assert str(exc).startswith(str(path))
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (14000, 13000)).save(path)  # 182 MP in 22 KB
+    with pytest.raises(NotAnImage, match="too many pixels"):
+        load_image(path, 32)
