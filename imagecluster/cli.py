@@ -9,6 +9,9 @@ import collections
 import logging
 import math
 import sys
+import warnings
+
+from PIL import Image
 
 from . import __version__
 from ._api import run_cluster
@@ -39,6 +42,10 @@ def main(argv=None):
     """Run the command line; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    # Photos of 90-180 MP (panoramas, medium format) are fine to decode small;
+    # Pillow's warning about them would only alarm a user. Larger ones are
+    # still refused (DecompressionBombError) and reported as skipped.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="imagecluster: %(message)s",
