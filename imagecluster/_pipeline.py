@@ -68,6 +68,11 @@ class LazyModel:
         return _DEFAULT_INPUT_SIZE
 
     @property
+    def is_loaded(self):
+        """Whether the model has been built (TensorFlow imported) yet."""
+        return self._model is not None
+
+    @property
     def loaded(self):
         """The model object, built now if it was not yet."""
         if self._model is None:
