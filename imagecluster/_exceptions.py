@@ -14,8 +14,17 @@ not know our names::
     ├── StoreError              (OSError)
     │   ├── StoreCorrupt        (ValueError)    a snapshot that is not ours or was tampered with
     │   └── StoreLocked         (TimeoutError)  another process holds the library's lock
-    └── TreeError               (OSError)
-        └── NotOurTree          (FileExistsError)  refusing to replace a folder we did not write
+    ├── TreeError               (OSError)
+    │   └── NotOurTree          (FileExistsError)  refusing to replace a folder we did not write
+    ├── DaemonNotAvailable      (ConnectionError)  no session bus, or no daemon running or installed
+    ├── DaemonDisconnected      (ConnectionError)  the daemon (or the bus) went away during a call
+    ├── DaemonTimeout           (TimeoutError)     no answer from the daemon within the call's timeout
+    └── DaemonFailed            (RuntimeError)     the daemon answered Failed (or an error we do not know)
+
+The ``Daemon*`` errors are raised by the D-Bus client (:mod:`imagecluster.plugin_api`),
+which also raises the leaves above when the daemon answers with their named
+error (``InvalidArgument`` -> InvalidParameter, ``NotInLibrary``, ``NotFound``
+-> PhotoNotFound / LibraryNotFound, ``NotAnImage``, ``NotOurTree``).
 
 Foreign errors are wrapped with ``raise ... from exc`` so the cause stays visible.
 """
@@ -33,6 +42,10 @@ __all__ = [
     "StoreLocked",
     "TreeError",
     "NotOurTree",
+    "DaemonNotAvailable",
+    "DaemonDisconnected",
+    "DaemonTimeout",
+    "DaemonFailed",
 ]
 
 
@@ -82,3 +95,19 @@ class TreeError(ImageClusterError, OSError):
 
 class NotOurTree(TreeError, FileExistsError):
     """The output folder exists and was not written by imagecluster; it is left untouched."""
+
+
+class DaemonNotAvailable(ImageClusterError, ConnectionError):
+    """The daemon cannot be reached: no session bus, or not running and not installed for D-Bus activation."""
+
+
+class DaemonDisconnected(ImageClusterError, ConnectionError):
+    """The daemon, or the connection to the bus, went away before answering a call."""
+
+
+class DaemonTimeout(ImageClusterError, TimeoutError):
+    """The daemon did not answer a call within its timeout (the work may still finish)."""
+
+
+class DaemonFailed(ImageClusterError, RuntimeError):
+    """The daemon answered with ``...Error.Failed`` or another error without a closer meaning."""

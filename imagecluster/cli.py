@@ -1,7 +1,9 @@
 """The ``imagecluster`` command: wires the core together for a person at a terminal.
 
 Exit status: 0 success, 1 the work failed (message on stderr), 2 a usage
-mistake (bad option or value), 130 interrupted.
+mistake (bad option or value), 130 interrupted; ``daemon`` also 3: another
+daemon owns the bus name. ``remote`` has a code per error kind
+(``imagecluster remote --help``, doc/plugin-guide.rst).
 """
 
 import argparse
@@ -103,7 +105,44 @@ def _build_parser():
         description="Fingerprint the new or changed photos of DIR into DIR/.imagecluster, without clustering.",
     )
     index.set_defaults(run=_run_index)
+    _add_daemon_commands(commands)
+    _add_remote_commands(commands)
     return parser
+
+
+def _add_daemon_commands(commands):
+    # Only argument parsing here: the daemon package (dbus-fast, watchdog) is
+    # imported when one of these commands runs, never for `cluster` or `index`.
+    daemon = commands.add_parser(
+        "daemon",
+        help="run the background service: watch libraries, answer on D-Bus",
+        description="Keep the photos of each library fingerprinted as they arrive, and answer "
+        "org.imagecluster.ImageCluster1 on the session bus (Cluster, Fingerprint, ...). Runs in the "
+        "foreground and logs to stderr (the journal, under systemd). Settings come from "
+        "$XDG_CONFIG_HOME/imagecluster/config.toml; the options here win. SIGTERM or SIGINT stops it.",
+    )
+    daemon.add_argument(
+        "--library", metavar="DIR", action="append",
+        help="photo folder to watch, recursively; repeat for more (replaces the config file's libraries)",
+    )
+    daemon.add_argument("--sim", type=_sim, help=f"the default sim offered to clients (default {DEFAULT_SIM})")
+    daemon.add_argument("--model", choices=MODEL_NAMES, help=f"fingerprint model (default {DEFAULT_MODEL})")
+    daemon.add_argument("--config", metavar="FILE", help="config file (default $XDG_CONFIG_HOME/imagecluster/config.toml)")
+    daemon.add_argument("-v", "--verbose", action="count", default=0, help="log debug messages too")
+    daemon.set_defaults(run=_run_daemon)
+
+    install = commands.add_parser(
+        "install-service",
+        help="write the systemd user unit and the D-Bus activation file",
+        description="Write imagecluster.service (systemd user unit) and the D-Bus activation file "
+        "org.imagecluster.ImageCluster1.service for this installation (this Python), replacing "
+        "earlier ones. The daemon then reads its libraries from the config file.",
+    )
+    install.add_argument("--unit-dir", metavar="DIR", help="where the unit goes (default $XDG_CONFIG_HOME/systemd/user)")
+    install.add_argument(
+        "--dbus-dir", metavar="DIR", help="where the activation file goes (default $XDG_DATA_HOME/dbus-1/services)"
+    )
+    install.set_defaults(run=_run_install_service)
 
 
 def _sim(text):
@@ -146,6 +185,30 @@ def _run_index(args):
     return EXIT_OK
 
 
+def _run_daemon(args):
+    from .daemon._config import ConfigError, load_config
+    from .daemon._daemon import Daemon, configure_logging
+
+    try:
+        config = load_config(args.config, libraries=args.library, sim=args.sim, model=args.model)
+    except ConfigError as exc:
+        print(f"imagecluster: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(args.verbose)
+    return Daemon(config).run()
+
+
+def _run_install_service(args):
+    from .daemon._install import NEXT_STEP, install_service, service_warnings
+
+    for installed in install_service(unit_dir=args.unit_dir, dbus_dir=args.dbus_dir):
+        print(f"{'wrote' if installed.changed else 'unchanged'} {installed.path}")
+    for warning in service_warnings():
+        print(f"warning: {warning}")
+    print(f"next: {NEXT_STEP}")
+    return EXIT_OK
+
+
 def _print_report(report):
     changes = [f"{report.added} new", f"{report.updated} changed", f"{report.unchanged} unchanged"]
     if report.removed:
@@ -168,6 +231,85 @@ def _print_clusters(clusters):
     print(f"{'cluster size':<{width}} : ncluster")
     for size in sorted(counts):
         print(f"{size:<{width}} : {counts[size]}")
+
+
+_REMOTE_EXIT_CODES = """\
+exit status: 0 success; 1 other failure (the daemon answered Failed); 2 usage (bad
+option, --sim not a number or outside 0..1); 3 daemon not available (no session bus,
+or not running and not installed: run `imagecluster install-service`); 4 timeout
+(no answer within --timeout; `wait`: still busy); 5 not in any watched library;
+6 no such photo, or library not mounted; 7 not an image; 8 the tree folder is not
+an imagecluster tree; 9 the daemon went away during the call; 130 interrupted."""
+
+
+def _add_remote_commands(commands):
+    # Only argument parsing here: plugin_api (dbus-fast) is imported when a
+    # `remote` command runs.
+    remote = commands.add_parser(
+        "remote",
+        help="ask the running daemon over D-Bus: clusters, fingerprints, status",
+        description="Call the imagecluster daemon (org.imagecluster.ImageCluster1 on the session bus),\n"
+        "starting it through D-Bus activation when it is installed. For photo-manager plugins\n"
+        "that can only run a program: --json prints one UTF-8 JSON document on stdout.",
+        epilog=_REMOTE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remote.set_defaults(run=lambda args: remote.print_help() or EXIT_USAGE)
+    calls = remote.add_subparsers(title="commands", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON (UTF-8) on stdout")
+    common.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS",
+        help="seconds to wait for the daemon's answer (default 25; 600 for cluster, fingerprint, similar)",
+    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help="say more (twice: debug)")
+    kinds = {
+        "cluster": "cluster every library (or --library), write the trees, print the clusters",
+        "fingerprint": "print the fingerprint of one photo inside a library",
+        "similar": "print the stored photos similar to one photo, most similar first",
+        "status": "print the daemon's libraries, model, indexed and pending photos, state",
+        "wait": "wait until nothing is pending (at most SECONDS, default 60)",
+    }
+    for name, text in kinds.items():
+        call = calls.add_parser(name, parents=[common], help=text, description=text.capitalize() + ".",
+                                epilog=_REMOTE_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        call.set_defaults(run=_run_remote, remote=name)
+        if name in ("fingerprint", "similar"):
+            call.add_argument("path", metavar="PATH", help="the photo (inside a watched library)")
+        if name in ("cluster", "similar"):
+            call.add_argument("--sim", type=_sim, help="similarity index in 0..1 (default: the daemon's, see status)")
+        if name == "cluster":
+            call.add_argument("--library", metavar="DIR", help="cluster only this library (one of status' libraries)")
+            call.add_argument("--out", metavar="DIR", help="with --library: write the tree here instead")
+        if name == "wait":
+            call.add_argument("seconds", metavar="SECONDS", type=_wait_seconds, nargs="?", default=60.0,
+                              help="wait at most this long, 0..3600 (default 60)")
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
+def _wait_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 <= value <= 3600.0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 seconds")
+    return value
+
+
+def _run_remote(args):
+    from .plugin_api._remote import run_remote
+
+    return run_remote(args)
 
 
 if __name__ == "__main__":

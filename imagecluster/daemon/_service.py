@@ -1,0 +1,422 @@
+"""The daemon's D-Bus interface, ``org.imagecluster.ImageCluster1`` (version 1).
+
+One :class:`ImageClusterInterface` is exported at :data:`OBJECT_PATH` under the
+bus name :data:`BUS_NAME`; ``doc/dbus-api.rst`` documents every member. The
+interface only translates: paths and numbers are checked here, the work is
+the indexer's (fingerprints, stores) and the core's (clustering, the tree),
+and every expected failure becomes a named error::
+
+    InvalidParameter        -> org.imagecluster.ImageCluster1.Error.InvalidArgument
+    NotInLibrary            -> ...Error.NotInLibrary
+    PhotoNotFound           -> ...Error.NotFound
+    LibraryNotFound         -> ...Error.NotFound
+    NotAnImage              -> ...Error.NotAnImage
+    NotOurTree              -> ...Error.NotOurTree
+    other ImageClusterError -> ...Error.Failed   (its message)
+    anything else           -> ...Error.Failed   (logged with its traceback; the caller
+                                                  gets a one-line message, never the traceback)
+
+Clustering and tree writing run in a thread (:func:`asyncio.to_thread`), so
+the bus is answered while they run.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from dbus_fast import DBusError, PropertyAccess
+from dbus_fast.annotations import DBusBool, DBusDouble, DBusSignature, DBusStr, DBusUInt32
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+
+from .. import __version__
+from .._exceptions import (
+    ImageClusterError,
+    InvalidParameter,
+    LibraryNotFound,
+    NotAnImage,
+    NotInLibrary,
+    NotOurTree,
+    PhotoNotFound,
+)
+from .._library import library_clusters
+from ..cluster import check_sim
+from ..tree import write_tree
+
+__all__ = ["BUS_NAME", "ERROR_PREFIX", "INTERFACE", "OBJECT_PATH", "ImageClusterInterface"]
+
+logger = logging.getLogger(__name__)
+
+BUS_NAME = "org.imagecluster.ImageCluster1"
+OBJECT_PATH = "/org/imagecluster/ImageCluster1"
+INTERFACE = "org.imagecluster.ImageCluster1"
+ERROR_PREFIX = INTERFACE + ".Error."
+
+# Most specific first: the first matching class names the D-Bus error.
+_ERROR_NAMES = (
+    (InvalidParameter, "InvalidArgument"),
+    (NotInLibrary, "NotInLibrary"),
+    (PhotoNotFound, "NotFound"),
+    (LibraryNotFound, "NotFound"),
+    (NotAnImage, "NotAnImage"),
+    (NotOurTree, "NotOurTree"),
+    (ImageClusterError, "Failed"),
+)
+
+# PropertiesChanged and Progress are sent at most this often (seconds apart).
+MIN_SIGNAL_INTERVAL = 0.25
+
+# WaitIdle waits at most this long (a D-Bus caller's own timeout is usually 25 s).
+MAX_WAIT_SECONDS = 3600.0
+
+_Clusters = Annotated[list, DBusSignature("aas")]
+_Fingerprint = Annotated[list, DBusSignature("ad")]
+_Matches = Annotated[list, DBusSignature("a(sd)")]
+_Paths = Annotated[list, DBusSignature("as")]
+_TreeWritten = Annotated[list, DBusSignature("su")]
+_Counts = Annotated[list, DBusSignature("uu")]
+
+
+def dbus_error(exc):
+    """The named :class:`~dbus_fast.DBusError` for an exception raised while answering a call."""
+    for kind, name in _ERROR_NAMES:
+        if isinstance(exc, kind):
+            return DBusError(ERROR_PREFIX + name, str(exc))
+    return DBusError(ERROR_PREFIX + "Failed", f"internal error ({type(exc).__name__}); see the daemon's log")
+
+
+def _check_sim(sim):
+    if isinstance(sim, float) and math.isnan(sim):
+        raise InvalidParameter("sim must be between 0 and 1, got NaN")
+    return check_sim(sim)
+
+
+def _check_absolute(path, what="path"):
+    if not path:
+        raise InvalidParameter(f"{what} is empty; give an absolute path")
+    if not os.path.isabs(path):
+        raise InvalidParameter(f"{what} {path!r} is relative; give an absolute path")
+    return path
+
+
+class _OnDisk:
+    """A store seen through the files that exist now.
+
+    The indexer may store a deletion a moment after it happened (and keeps a
+    deleted photo's fingerprint for a moment, in case it was a move); an
+    answer or a tree must never name a photo that is gone.
+    """
+
+    def __init__(self, root, store):
+        self.root, self.store = Path(root), store
+
+    def fingerprints(self, model):
+        paths, fps = self.store.fingerprints(model)
+        keep = [i for i, rel in enumerate(paths) if os.path.isfile(self.root / rel)]
+        if len(keep) == len(paths):
+            return paths, fps
+        return [paths[i] for i in keep], fps[keep]
+
+
+class ImageClusterInterface(ServiceInterface):
+    """``org.imagecluster.ImageCluster1``: clusters and fingerprints of the watched libraries.
+
+    Parameters
+    ----------
+    indexer : Indexer
+        Owns the libraries, their stores and the background fingerprinting.
+    config : Config
+        Tree folders, ``cut`` and ``min_size``.
+    cluster_hook : callable, default=None
+        ``cluster_hook(library)`` is called in the worker thread before a
+        library is clustered (tests use it to hold a clustering open).
+    min_interval : float, default=MIN_SIGNAL_INTERVAL
+        Seconds between two PropertiesChanged/Progress emissions.
+    """
+
+    def __init__(self, indexer, config, *, cluster_hook=None, min_interval=MIN_SIGNAL_INTERVAL):
+        super().__init__(INTERFACE)
+        self._indexer = indexer
+        self._config = config
+        self._cluster_hook = cluster_hook
+        self._min_interval = min_interval
+        self._ready = asyncio.Event()
+        self._cluster_lock = asyncio.Lock()
+        self._clustering = 0
+        self._calls = 0
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+        self._closing = False
+        self._loop = None
+        self._flush_handle = None
+        self._last_flush = -math.inf
+        self._published = {}
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self):
+        """The indexer is running: answer calls, publish progress. Call in the event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._published = self._progress()
+        self._ready.set()
+
+    async def close(self, timeout=5.0):
+        """Refuse new calls, wait up to ``timeout`` seconds for those running, stop publishing."""
+        self._closing = True
+        self._ready.set()  # calls still waiting for the start give up (see _started)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        try:
+            await asyncio.wait_for(self._no_calls.wait(), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("%s call(s) still running at shutdown; their callers get no answer", self._calls)
+
+    async def _started(self):
+        """Wait until the indexer runs (calls can arrive while the daemon starts)."""
+        await self._ready.wait()
+        if self._closing:
+            raise DBusError(ERROR_PREFIX + "Failed", "the daemon is shutting down")
+
+    @contextlib.contextmanager
+    def _answering(self):
+        """Count a call in progress and turn its failures into named D-Bus errors."""
+        if self._closing:
+            raise DBusError(ERROR_PREFIX + "Failed", "the daemon is shutting down")
+        self._calls += 1
+        self._no_calls.clear()
+        try:
+            yield
+        except DBusError:
+            raise
+        except ImageClusterError as exc:
+            logger.debug("answered with an error: %s", exc)
+            raise dbus_error(exc) from None
+        except Exception as exc:
+            logger.exception("unexpected error while answering a call")
+            raise dbus_error(exc) from None
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._no_calls.set()
+
+    # ------------------------------------------------------------- methods
+
+    @dbus_method()
+    async def Cluster(self, sim: DBusDouble) -> _Clusters:
+        """Cluster each available library on its own, write its tree; all clusters, largest first."""
+        with self._answering():
+            sim = _check_sim(sim)
+            await self._started()
+            clusters = []
+            for library in self._indexer.available_libraries:
+                groups, _ = await self._cluster(library, sim, self._config.tree_folder(library))
+                clusters.extend(groups)
+            clusters.sort(key=lambda group: (-len(group), group[0]))
+            return clusters
+
+    @dbus_method()
+    async def ClusterLibrary(self, library: DBusStr, sim: DBusDouble) -> _Clusters:
+        """Cluster one library and write its tree; its clusters, largest first."""
+        with self._answering():
+            sim = _check_sim(sim)
+            await self._started()
+            root = self._library(library)
+            groups, _ = await self._cluster(root, sim, self._config.tree_folder(root))
+            return groups
+
+    @dbus_method()
+    async def WriteTree(self, library: DBusStr, sim: DBusDouble, out: DBusStr) -> _TreeWritten:
+        """Cluster one library and write its tree to ``out``; (tree, number of clusters)."""
+        with self._answering():
+            sim = _check_sim(sim)
+            out = Path(os.path.normpath(_check_absolute(out, "out")))
+            await self._started()
+            root = self._library(library)
+            groups, tree = await self._cluster(root, sim, out)
+            return [os.fspath(tree), len(groups)]
+
+    @dbus_method()
+    async def Fingerprint(self, path: DBusStr) -> _Fingerprint:
+        """The L2-normalised fingerprint of one photo: stored, or computed now and stored."""
+        with self._answering():
+            _check_absolute(path)
+            await self._started()
+            vector = await self._indexer.fingerprint(path)
+            return np.asarray(vector, dtype=np.float64).tolist()
+
+    @dbus_method()
+    async def Similar(self, path: DBusStr, sim: DBusDouble) -> _Matches:
+        """Stored photos of every library at least ``sim`` similar to one photo, most similar first."""
+        with self._answering():
+            sim = _check_sim(sim)
+            _check_absolute(path)
+            await self._started()
+            vector = await self._indexer.fingerprint(path)
+            root, rel = self._indexer.resolve(path)
+            own = os.fspath(Path(root) / rel)
+            matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim)
+            return [[p, s] for p, s in matches if p != own]
+
+    @dbus_method()
+    async def WaitIdle(self, timeout: DBusDouble) -> DBusBool:
+        """Wait until nothing is pending, at most ``timeout`` seconds; whether it is."""
+        with self._answering():
+            if math.isnan(timeout) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
+                raise InvalidParameter(f"timeout must be between 0 and {MAX_WAIT_SECONDS:g} seconds, got {timeout}")
+            await self._started()
+            waiter = asyncio.ensure_future(self._indexer.wait_idle())
+            try:
+                await asyncio.wait({waiter}, timeout=timeout)
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+            return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+    # ---------------------------------------------------------- properties
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Libraries(self) -> _Paths:
+        """The watched libraries, as configured (also those not mounted now)."""
+        return [os.fspath(p) for p in self._indexer.libraries]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Model(self) -> DBusStr:
+        """The fingerprint model's name."""
+        return self._indexer.model_name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Indexed(self) -> DBusUInt32:
+        """Photos with a fingerprint in the stores."""
+        return self._indexer.indexed
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Pending(self) -> DBusUInt32:
+        """Photos waiting to be fingerprinted."""
+        return self._indexer.pending
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> DBusStr:
+        """``idle``, ``indexing`` or ``clustering``."""
+        return "clustering" if self._clustering else self._indexer.state
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Sim(self) -> DBusDouble:
+        """The configured default sim, for clients that do not ask their user."""
+        return self._config.sim
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Version(self) -> DBusStr:
+        """The imagecluster version of the daemon."""
+        return __version__
+
+    # ------------------------------------------------------------- signals
+
+    @dbus_signal()
+    def Progress(self, indexed, pending) -> _Counts:
+        """Indexing progressed: photos fingerprinted, photos waiting."""
+        return [indexed, pending]
+
+    @dbus_signal()
+    def ClustersWritten(self, tree, clusters) -> _TreeWritten:
+        """A cluster tree was written: its folder and how many clusters it holds."""
+        return [tree, clusters]
+
+    # ------------------------------------------------------------ progress
+
+    def notify(self):
+        """Indexed, Pending or State may have changed; safe to call from any thread.
+
+        PropertiesChanged and Progress go out at most once per ``min_interval``
+        seconds, with the values current when they go (changes in between are
+        merged, never queued).
+        """
+        loop = self._loop
+        if loop is None or self._closing:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._schedule_flush()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._schedule_flush)
+
+    def _schedule_flush(self):
+        if self._flush_handle is not None or self._closing:
+            return
+        delay = max(0.0, self._last_flush + self._min_interval - self._loop.time())
+        self._flush_handle = self._loop.call_later(delay, self._flush)
+
+    def _flush(self):
+        self._flush_handle = None
+        self._last_flush = self._loop.time()
+        try:
+            current = self._progress()
+            changed = {k: v for k, v in current.items() if self._published.get(k) != v}
+            self._published = current
+            if changed:
+                self.emit_properties_changed(changed)
+            if "Indexed" in changed or "Pending" in changed:
+                self.Progress(current["Indexed"], current["Pending"])
+        except Exception:
+            logger.exception("cannot publish the indexing progress")
+
+    def _progress(self):
+        return {"Indexed": self.Indexed, "Pending": self.Pending, "State": self.State}
+
+    # ------------------------------------------------------------- helpers
+
+    def _library(self, library):
+        """The watched library named by ``library`` (a Libraries entry), present now."""
+        _check_absolute(library, "library")
+        root = Path(os.path.realpath(library))
+        if root not in self._indexer.libraries:
+            raise NotInLibrary(f"{library} is not a watched library (see the Libraries property)")
+        if root not in self._indexer.available_libraries:
+            raise LibraryNotFound(f"library {root} is not available now (not mounted?)")
+        return root
+
+    async def _cluster(self, library, sim, out):
+        """Cluster one library and write its tree, one clustering at a time, in a thread."""
+        self._clustering += 1
+        self.notify()
+        try:
+            async with self._cluster_lock:
+                groups, tree = await asyncio.to_thread(self._cluster_sync, library, sim, out)
+        finally:
+            self._clustering -= 1
+            self.notify()
+        self.ClustersWritten(os.fspath(tree), len(groups))
+        return [[os.fspath(p) for p in group] for group in groups], tree
+
+    def _cluster_sync(self, library, sim, out):
+        if self._cluster_hook is not None:
+            self._cluster_hook(library)
+        config, model = self._config, self._indexer.model_name
+        store = _OnDisk(library, self._indexer.store(library))
+        groups = library_clusters(library, store, model, sim=sim, min_size=config.min_size, cut=config.cut)
+        info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
+                "min_size": config.min_size, "written_by_daemon": True}
+        tree = write_tree(groups, out, info=info)
+        logger.info("%s: %s clusters at sim %s written to %s", library, len(groups), sim, tree)
+        return groups, tree
+
+    def _similar(self, vector, sim):
+        """(absolute path, similarity) of stored photos with cosine similarity >= sim, best first."""
+        matches = []
+        for library in self._indexer.available_libraries:
+            paths, fps = _OnDisk(library, self._indexer.store(library)).fingerprints(self._indexer.model_name)
+            if not paths or fps.shape[1] != vector.size:
+                continue
+            scores = fps @ vector
+            for i in np.flatnonzero(scores >= sim - 1e-6):
+                matches.append((os.fspath(Path(library) / paths[i]), float(min(scores[i], 1.0))))
+        matches.sort(key=lambda m: (-m[1], m[0]))
+        return matches
