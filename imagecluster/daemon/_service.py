@@ -4,7 +4,8 @@ One :class:`ImageClusterInterface` is exported at :data:`OBJECT_PATH` under the
 bus name :data:`BUS_NAME`; ``doc/dbus-api.rst`` documents every member. The
 interface only translates: paths and numbers are checked here, the work is
 the indexer's (fingerprints, stores) and the core's (clustering, the tree),
-and every expected failure becomes a named error::
+and every expected failure becomes a named error (the table is
+:data:`imagecluster._dbus_names.ERROR_NAMES`)::
 
     InvalidParameter        -> org.imagecluster.ImageCluster1.Error.InvalidArgument
     NotInLibrary            -> ...Error.NotInLibrary
@@ -34,15 +35,8 @@ from dbus_fast.annotations import DBusBool, DBusDouble, DBusSignature, DBusStr, 
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from .. import __version__
-from .._exceptions import (
-    ImageClusterError,
-    InvalidParameter,
-    LibraryNotFound,
-    NotAnImage,
-    NotInLibrary,
-    NotOurTree,
-    PhotoNotFound,
-)
+from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
+from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary
 from .._library import library_clusters
 from ..cluster import check_sim
 from ..tree import write_tree
@@ -50,22 +44,6 @@ from ..tree import write_tree
 __all__ = ["BUS_NAME", "ERROR_PREFIX", "INTERFACE", "OBJECT_PATH", "ImageClusterInterface"]
 
 logger = logging.getLogger(__name__)
-
-BUS_NAME = "org.imagecluster.ImageCluster1"
-OBJECT_PATH = "/org/imagecluster/ImageCluster1"
-INTERFACE = "org.imagecluster.ImageCluster1"
-ERROR_PREFIX = INTERFACE + ".Error."
-
-# Most specific first: the first matching class names the D-Bus error.
-_ERROR_NAMES = (
-    (InvalidParameter, "InvalidArgument"),
-    (NotInLibrary, "NotInLibrary"),
-    (PhotoNotFound, "NotFound"),
-    (LibraryNotFound, "NotFound"),
-    (NotAnImage, "NotAnImage"),
-    (NotOurTree, "NotOurTree"),
-    (ImageClusterError, "Failed"),
-)
 
 # PropertiesChanged and Progress are sent at most this often (seconds apart).
 MIN_SIGNAL_INTERVAL = 0.25
@@ -83,7 +61,7 @@ _Counts = Annotated[list, DBusSignature("uu")]
 
 def dbus_error(exc):
     """The named :class:`~dbus_fast.DBusError` for an exception raised while answering a call."""
-    for kind, name in _ERROR_NAMES:
+    for kind, name in ERROR_NAMES:
         if isinstance(exc, kind):
             return DBusError(ERROR_PREFIX + name, str(exc))
     return DBusError(ERROR_PREFIX + "Failed", f"internal error ({type(exc).__name__}); see the daemon's log")

@@ -1,31 +1,24 @@
-"""The names of the D-Bus contract, the XML file that describes it, and how its errors map to ours.
+"""The D-Bus contract seen from a client: the XML file that describes it, and how its errors map to ours.
 
-These constants repeat the daemon's (``imagecluster.daemon._service``) on
-purpose: a plugin needs neither the daemon's dependencies nor its code, and a
-test checks that both sides agree.
+The names come from :mod:`imagecluster._dbus_names`, which the daemon uses
+too; that module holds only strings, so a plugin needs none of the daemon's
+code or dependencies.
 """
 
 from importlib import resources
 
+from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 from .._exceptions import (
     DaemonDisconnected,
     DaemonFailed,
     DaemonNotAvailable,
     DaemonTimeout,
     InvalidParameter,
-    NotAnImage,
-    NotInLibrary,
-    NotOurTree,
     PhotoNotFound,
 )
 
 __all__ = ["BUS_NAME", "ERROR_PREFIX", "INTERFACE", "INTERFACE_XML", "OBJECT_PATH", "error_from_dbus",
            "interface_xml"]
-
-BUS_NAME = "org.imagecluster.ImageCluster1"
-OBJECT_PATH = "/org/imagecluster/ImageCluster1"
-INTERFACE = "org.imagecluster.ImageCluster1"
-ERROR_PREFIX = INTERFACE + ".Error."
 
 #: The file name of the introspection XML, inside this package and in
 #: ``share/dbus-1/interfaces/`` of an installation.
@@ -42,15 +35,10 @@ NO_BUS_HINT = (
 )
 LOG_HINT = "see the daemon's log: journalctl --user -u imagecluster"
 
-# The daemon's named errors, by the part after ERROR_PREFIX.
-_OUR_ERRORS = {
-    "InvalidArgument": InvalidParameter,
-    "NotInLibrary": NotInLibrary,
-    "NotFound": PhotoNotFound,
-    "NotAnImage": NotAnImage,
-    "NotOurTree": NotOurTree,
-    "Failed": DaemonFailed,
-}
+# The daemon's named errors, by the part after ERROR_PREFIX: the first class
+# listed for a name wins. "Failed" is the daemon's own failure.
+_OUR_ERRORS = {name: kind for kind, name in reversed(ERROR_NAMES)}
+_OUR_ERRORS["Failed"] = DaemonFailed
 
 _FDO = "org.freedesktop.DBus.Error."
 
