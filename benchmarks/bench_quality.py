@@ -44,7 +44,6 @@ import argparse
 import importlib.util
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys

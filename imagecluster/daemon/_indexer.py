@@ -30,7 +30,8 @@ import numpy as np
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotAnImage, NotInLibrary, PhotoNotFound
 from .._pipeline import check_batch_size
 from ..models import MODEL_NAMES
-from ._folder import Libraries, check_libraries, file_sig, folder_identity, normalised
+from ._folder import file_sig, folder_identity, normalised
+from ._libraries import Libraries, check_libraries
 from ._pending import PendingPhotos
 from ._watch import LibraryWatcher
 from ._worker import InferenceWorker, WorkerError
