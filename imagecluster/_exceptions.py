@@ -46,6 +46,7 @@ __all__ = [
     "DaemonDisconnected",
     "DaemonTimeout",
     "DaemonFailed",
+    "InstallError",
 ]
 
 
@@ -111,3 +112,7 @@ class DaemonTimeout(ImageClusterError, TimeoutError):
 
 class DaemonFailed(ImageClusterError, RuntimeError):
     """The daemon answered with ``...Error.Failed`` or another error without a closer meaning."""
+
+
+class InstallError(ImageClusterError, OSError):
+    """A file that sets imagecluster up for another program (systemd, D-Bus, darktable) could not be written."""

@@ -24,6 +24,7 @@ except ImportError:  # Python 3.10
 
 from .._api import default_tree_folder
 from .._exceptions import InvalidParameter
+from .._xdg import xdg_config_home
 from ..cluster import CUTS, DEFAULT_SIM, check_sim
 from ..models import DEFAULT_MODEL, MODEL_NAMES
 
@@ -98,11 +99,7 @@ class Config:
 
 def default_config_path(environ=None):
     """``$XDG_CONFIG_HOME/imagecluster/config.toml``, or ``~/.config/...`` when unset or relative."""
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "imagecluster" / "config.toml"
+    return xdg_config_home(environ) / "imagecluster" / "config.toml"
 
 
 def load_config(path=None, *, environ=None, **flags):

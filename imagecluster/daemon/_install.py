@@ -6,20 +6,18 @@ repository's ``systemd/`` holds the same files, filled in for
 with, so a virtual environment's daemon runs in that environment.
 """
 
-import os
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .._exceptions import ImageClusterError
+from .._exceptions import InstallError
+from .._xdg import InstalledFile, write_if_changed, xdg_config_home, xdg_data_home
 from ._config import ConfigError, default_config_path, load_config
 from ._service import BUS_NAME
 
-__all__ = ["ACTIVATION_FILE", "UNIT_FILE", "NEXT_STEP", "InstallError", "InstalledFile", "install_service", "render", "service_dirs",
-           "service_warnings"]
+__all__ = ["ACTIVATION_FILE", "UNIT_FILE", "NEXT_STEP", "InstallError", "InstalledFile", "install_service", "render",
+           "service_dirs", "service_warnings"]
 
 UNIT_FILE = "imagecluster.service"
 ACTIVATION_FILE = f"{BUS_NAME}.service"
@@ -27,30 +25,12 @@ ACTIVATION_FILE = f"{BUS_NAME}.service"
 NEXT_STEP = "systemctl --user daemon-reload && systemctl --user enable --now imagecluster"
 
 
-class InstallError(ImageClusterError, OSError):
-    """A service file could not be written."""
-
-
-@dataclass(frozen=True)
-class InstalledFile:
-    """One file :func:`install_service` handled: where, and whether its content changed."""
-
-    path: Path
-    changed: bool
-
-
 def service_dirs(environ=None):
     """Where the files go: ``($XDG_CONFIG_HOME/systemd/user, $XDG_DATA_HOME/dbus-1/services)``.
 
     Unset or relative ``XDG_*`` variables mean ``~/.config`` and ``~/.local/share``.
     """
-    environ = os.environ if environ is None else environ
-    home = Path(os.path.expanduser("~"))
-    config = environ.get("XDG_CONFIG_HOME", "")
-    data = environ.get("XDG_DATA_HOME", "")
-    config = Path(config) if os.path.isabs(config) else home / ".config"
-    data = Path(data) if os.path.isabs(data) else home / ".local" / "share"
-    return config / "systemd" / "user", data / "dbus-1" / "services"
+    return xdg_config_home(environ) / "systemd" / "user", xdg_data_home(environ) / "dbus-1" / "services"
 
 
 def render(name, *, python=None, daemon_args=()):
@@ -109,28 +89,9 @@ def install_service(*, unit_dir=None, dbus_dir=None, python=None, daemon_args=()
     dbus_dir = Path(dbus_dir) if dbus_dir is not None else default_dbus_dir
     kwargs = {"python": python, "daemon_args": daemon_args}
     return [
-        _write(unit_dir / UNIT_FILE, render(UNIT_FILE, **kwargs)),
-        _write(dbus_dir / ACTIVATION_FILE, render(ACTIVATION_FILE, **kwargs)),
+        write_if_changed(unit_dir / UNIT_FILE, render(UNIT_FILE, **kwargs)),
+        write_if_changed(dbus_dir / ACTIVATION_FILE, render(ACTIVATION_FILE, **kwargs)),
     ]
-
-
-def _write(path, text):
-    try:
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            return InstalledFile(path, changed=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise InstallError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return InstalledFile(path, changed=True)
 
 
 def service_warnings(*, python=None, environ=None):
