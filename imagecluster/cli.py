@@ -144,6 +144,19 @@ def _add_daemon_commands(commands):
     )
     install.set_defaults(run=_run_install_service)
 
+    darktable = commands.add_parser(
+        "install-darktable-plugin",
+        help="install the darktable plugin (lighttable: cluster similar -> tags)",
+        description="Copy the darktable plugin to CONFIGDIR/lua/contrib/imagecluster.lua and add "
+        'require "contrib/imagecluster" to CONFIGDIR/luarc (once). Restart darktable; the lighttable\'s '
+        "selected image[s] module then has a \"cluster similar\" button (doc/darktable.rst).",
+    )
+    darktable.add_argument(
+        "--configdir", metavar="DIR",
+        help="darktable's configuration folder, as darktable --configdir (default $XDG_CONFIG_HOME/darktable)",
+    )
+    darktable.set_defaults(run=_run_install_darktable_plugin)
+
 
 def _sim(text):
     try:
@@ -206,6 +219,23 @@ def _run_install_service(args):
     for warning in service_warnings():
         print(f"warning: {warning}")
     print(f"next: {NEXT_STEP}")
+    return EXIT_OK
+
+
+def _run_install_darktable_plugin(args):
+    from ._exceptions import InvalidParameter
+    from .plugin_api._darktable import install_darktable_plugin, plugin_warnings
+
+    try:
+        installed = install_darktable_plugin(configdir=args.configdir)
+    except InvalidParameter as exc:
+        print(f"imagecluster: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for each in installed:
+        print(f"{'wrote' if each.changed else 'unchanged'} {each.path}")
+    for warning in plugin_warnings():
+        print(f"warning: {warning}")
+    print('next: restart darktable; lighttable, selected image[s] module: "cluster similar"')
     return EXIT_OK
 
 

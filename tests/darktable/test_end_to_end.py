@@ -1,0 +1,81 @@
+"""End to end: the darktable GUI (on Xvfb) runs the plugin against the real daemon.
+
+darktable imports the daemon's photos, the plugin calls the real
+``imagecluster remote cluster`` on a private session bus, and the tags in
+darktable's SQLite and in the photos' XMP sidecars must be the daemon's
+clusters. The second run sets the sim preference and presses the plugin's
+button (its registered callback), and must replace every tag of the first;
+the third finds no clusters, and must leave no tag in any sidecar.
+"""
+
+import shlex
+import sys
+
+import pytest
+
+from imagecluster.plugin_api._darktable import install_darktable_plugin
+
+pytestmark = pytest.mark.darktable
+
+CLUSTER = "imagecluster|cluster "
+
+CLUSTER_RUN = """
+{imports}
+local result, err = require("contrib/imagecluster").cluster({sim})
+print("RESULT " .. (result and result.message or "nil"))
+print("ERROR " .. tostring(err))
+"""
+
+# The button of the lighttable's "selected image[s]" module calls the callback
+# that register_action stored in the module's Lua table (darktable's
+# libs/image.c); calling that callback is pressing the button.
+BUTTON_RUN = """
+dt.preferences.write("imagecluster", "sim", "float", 0.1)
+print("PREFERENCE " .. string.format("%.2f", dt.preferences.read("imagecluster", "sim", "float")))
+local callbacks = debug.getuservalue(dt.gui.libs.image, 1).callbacks
+print("BUTTON " .. type(callbacks.imagecluster))
+callbacks.imagecluster("imagecluster", {})
+"""
+
+
+def expected_tags(clusters):
+    return {f"{CLUSTER}{number:03d}": set(cluster) for number, cluster in enumerate(clusters, 1)}
+
+
+def check_sidecars(photos, tags, sidecar_subjects):
+    for photo in photos:
+        want = sorted(name for name, members in tags.items() if str(photo) in members)
+        assert sidecar_subjects(photo) == want, photo
+
+
+def test_tags_are_the_daemons_clusters_in_database_and_sidecars(darktable_daemon, tmp_path, darktable_helpers):
+    shared, helpers = darktable_daemon, darktable_helpers
+    darktable = helpers.Darktable.create(
+        tmp_path / "darktable",
+        DBUS_SESSION_BUS_ADDRESS=shared.address,
+        IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
+    )
+    install_darktable_plugin(configdir=darktable.configdir)
+    with shared.client() as client:
+        first, second, third = client.cluster(0.7), client.cluster(0.1), client.cluster(1.0)
+    # cats and dogs; then everything together; then nothing (1 means identical photos)
+    assert (len(first), len(second), third) == (2, 1, []), (first, second, third)
+
+    run = darktable.gui(CLUSTER_RUN.format(imports=helpers.lua_import(shared.photos), sim=0.7)).check()
+    assert run.lines("ERROR") == ["nil"], run.stdout + run.stderr
+    assert run.lines("RESULT") == ["imagecluster: 7 photos tagged in 2 clusters at sim 0.7 (tag imagecluster)"]
+    tags = expected_tags(first)
+    assert darktable.tags() == tags
+    check_sidecars(shared.photos, tags, helpers.sidecar_subjects)
+
+    run = darktable.gui(BUTTON_RUN).check()
+    assert run.lines("PREFERENCE") == ["0.10"] and run.lines("BUTTON") == ["function"], run.stdout + run.stderr
+    tags = expected_tags(second)
+    assert darktable.tags() == tags
+    assert darktable.tag_names() == [CLUSTER + "001"]
+    check_sidecars(shared.photos, tags, helpers.sidecar_subjects)
+
+    run = darktable.gui(CLUSTER_RUN.format(imports="", sim=1.0)).check()
+    assert run.lines("RESULT") == ["imagecluster: no clusters at sim 1; try a lower sim"], run.stdout + run.stderr
+    assert darktable.tags() == {} and darktable.tag_names() == []
+    check_sidecars(shared.photos, {}, helpers.sidecar_subjects)
