@@ -21,10 +21,6 @@ components are small.
 import logging
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import squareform
 
 from ._exceptions import InvalidParameter
 
@@ -45,8 +41,8 @@ DEFAULT_SIM = 0.7
 # apart, which must still count as "identical" at sim=1.
 _TOLERANCE = 1e-6
 
-# Elements of one block of the distance matrix held at once (128 MB of float32).
-_BLOCK_ELEMENTS = 1 << 25
+# Elements of one block of the distance matrix held at once (32 MB of float32).
+_BLOCK_ELEMENTS = 1 << 23
 
 
 def check_fingerprints(fingerprints):
@@ -151,7 +147,9 @@ def _normalise(fps):
 
 
 def _cosine_distances(a, b):
-    return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+    d = a @ b.T  # in place from here: one block-sized array instead of three
+    np.subtract(1.0, d, out=d)
+    return np.clip(d, 0.0, 2.0, out=d)
 
 
 def _euclidean_distances(a, b):
@@ -171,6 +169,11 @@ def _max_euclidean_distance(points):
 
 def _components(points, threshold, metric):
     """Connected components of the graph 'distance <= threshold', one block of rows at a time."""
+    # SciPy is imported here, not at module level: it is ~35 MB of resident memory that a
+    # process importing only DEFAULT_SIM or check_sim (the daemon's config) need not carry.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(points)
     rows, cols = [], []
     for start, stop in _row_blocks(n):
@@ -189,6 +192,9 @@ def _components(points, threshold, metric):
 
 
 def _average_linkage(points, members, threshold, metric, min_size):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
     if len(members) <= 2:
         return [sorted(int(m) for m in members)]  # one photo, or two joined by an edge below threshold
     if len(members) > 20_000:
