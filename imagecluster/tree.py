@@ -97,8 +97,18 @@ def _check_replaceable(out):
 
 
 def _fill(staging, groups, info):
+    # The marker comes first: a watcher (the daemon's) then knows the folders
+    # that follow are a cluster tree, and a staging folder left by a crash is
+    # recognisably ours.
+    marker = {
+        "written_by": "imagecluster",
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "clusters": len(groups),
+        **info,
+    }
     seen_sizes = {}
     try:
+        (staging / TREE_MARKER).write_text(json.dumps(marker, indent=1, default=str) + "\n")
         for group in groups:
             k = seen_sizes.get(len(group), 0)
             seen_sizes[len(group)] = k + 1
@@ -108,13 +118,6 @@ def _fill(staging, groups, info):
             for photo in group:
                 name = _unique_name(photo.name, used)
                 os.symlink(photo, folder / name)
-        marker = {
-            "written_by": "imagecluster",
-            "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "clusters": len(groups),
-            **info,
-        }
-        (staging / TREE_MARKER).write_text(json.dumps(marker, indent=1, default=str) + "\n")
     except OSError as exc:
         raise TreeError(f"cannot write the cluster tree: {exc.strerror or exc}") from exc
 

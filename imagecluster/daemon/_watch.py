@@ -17,6 +17,9 @@ replaces a cluster tree inside a library), and its reader thread then dies
 of a KeyError, silently ending all watching. Such a stale watch is now
 forgotten instead, and a folder already watched is not added again (watchdog
 warns about it, which kills the reader thread where warnings are errors).
+Folders of a cluster tree (below a :data:`~imagecluster.images.TREE_MARKER`)
+get no watch at all: a tree of 3,000 clusters would take 3,000 of the user's
+inotify watches at every Cluster call.
 Elsewhere (or if watchdog's internals differ) the stock observer is used.
 """
 
@@ -48,11 +51,13 @@ except ImportError:  # not Linux
     InotifyWatchGroup = None
 
 from .._exceptions import LibraryNotFound
-from ..images import is_image_name
+from ..images import TREE_MARKER, is_image_name
 
 __all__ = ["PARTIAL_SUFFIXES", "LibraryWatcher", "PathChange", "is_ignored_name"]
 
 logger = logging.getLogger(__name__)
+
+_MARKER = os.fsencode(TREE_MARKER)
 
 #: File name endings of downloads and copies still in progress.
 PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", ".download")
@@ -102,11 +107,21 @@ def is_ignored_name(name, *, is_directory=False):
 
 if InotifyWatchGroup is not None and hasattr(InotifyWatchGroup, "_remove_watch_internally"):
 
+    def _in_cluster_tree(path, root):
+        """Whether the folder ``path`` (bytes) is a cluster tree or lies in one, below ``root``."""
+        while path.startswith(root) and len(path) > len(root):
+            if os.path.exists(os.path.join(path, _MARKER)):
+                return True
+            path = os.path.dirname(path)
+        return False
+
     class _TolerantWatchGroup(InotifyWatchGroup):
         def _add_callback(self, path):
             # A folder made with subfolders is walked, then its subfolders' creations come in:
             # adding them again only makes watchdog warn (fatal where warnings are errors).
-            if path not in self._active_callbacks_by_path:
+            # A cluster tree is never watched: it is never indexed, and each Cluster call
+            # would otherwise bring a watch per cluster folder and an event per symlink.
+            if path not in self._active_callbacks_by_path and not _in_cluster_tree(path, self.path):
                 super()._add_callback(path)
 
         def _remove_watch_internally(self, wd):

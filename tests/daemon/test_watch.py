@@ -160,6 +160,37 @@ def test_keeps_watching_while_a_cluster_tree_is_replaced_in_place(watched):
     watcher.stop()  # and stopping works
 
 
+def _inotify_watches():
+    """How many inotify watches this process holds (its inotify fds' fdinfo)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/self/fdinfo/{fd}") as info:
+                    count += sum(line.startswith("inotify wd:") for line in info)
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def test_a_cluster_tree_is_not_watched(watched):
+    # A tree of thousands of cluster folders would otherwise take a watch each, at
+    # every Cluster call, out of the user's inotify limit.
+    lib, rec, watcher = watched
+    photos = [lib / f"p{i:03d}.jpg" for i in range(40)]
+    for photo in photos:
+        shutil.copy(DATA / "cat.jpg", photo)
+    (lib / "trip").mkdir()
+    assert rec.until(photos[-1])
+    before = _inotify_watches()
+    for _ in range(2):
+        write_tree([photos[i:i + 2] for i in range(0, len(photos), 2)], lib / "clusters")  # 20 clusters
+    late = lib / "trip" / "late.jpg"
+    shutil.copy(DATA / "dog.jpg", late)
+    assert rec.until(late)[-1] == PathChange("created", late)  # still watching
+    assert _inotify_watches() <= before + 2  # the tree's root at most, not its 21 folders
+
+
 def test_start_skips_missing_roots_and_runs_once(tmp_path):
     present = tmp_path / "present"
     present.mkdir()
