@@ -46,7 +46,8 @@ setup(
     extras_require={
         "heic": ["pillow-heif>=0.13"],
         # PySide6-Essentials: QtDBus, the D-Bus stack of digiKam plugins, for the interop tests.
-        "test": ["pytest>=7", "pytest-timeout>=2", "PySide6-Essentials>=6.5"],
+        # docutils and Pygments: the README and the guides must be valid reStructuredText.
+        "test": ["pytest>=7", "pytest-timeout>=2", "PySide6-Essentials>=6.5", "docutils>=0.18", "Pygments>=2.10"],
         "qt": ["PySide6-Essentials>=6.5"],
         "bench": ["imagehash>=4.3"],
     },
