@@ -139,6 +139,23 @@ def test_lite0_fingerprints(lite0):
     assert crops > dog_cat + 0.2
 
 
+def test_lite0_fingerprints_are_those_the_stores_hold():
+    """Fingerprints live in stores for months: the pipeline must keep making the same ones.
+
+    If this fails after a deliberate change to decoding, preprocessing, the
+    model or its conversion, old and new fingerprints would be mixed in every
+    user's store: give the store's model key a revision (so old entries are
+    fingerprinted again) before updating tests/data/lite0_reference.npy.
+    """
+    import imagecluster
+
+    reference = np.load(DATA / "lite0_reference.npy", allow_pickle=False).astype(np.float32)
+    photos = [DATA / "dog.jpg", DATA / "cat.jpg"]
+    got = imagecluster.fingerprints(photos)
+    similarity = [float(got[photo] @ ref) for photo, ref in zip(photos, reference)]
+    assert min(similarity) > 0.999, similarity
+
+
 def test_lite0_batches_larger_than_chunk(lite0):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(35, 224, 224, 3), dtype=np.uint8)
