@@ -35,7 +35,7 @@ COMMAND_VARIABLE = "IMAGECLUSTER_DARKTABLE_COMMAND"
 
 # A luarc line that already loads the plugin, however it is quoted or spaced
 # (require "x", require 'x', require("x")); a commented-out one does not count.
-_REQUIRED = re.compile(r"""^\s*require\s*\(?\s*["']contrib/imagecluster["']""", re.MULTILINE)
+_REQUIRED = re.compile(r"""^\s*require\s*\(?\s*["']""" + re.escape(PLUGIN_NAME) + """["']""", re.MULTILINE)
 
 
 def darktable_configdir(environ=None):
