@@ -51,13 +51,12 @@ except ImportError:  # not Linux
     InotifyWatchGroup = None
 
 from .._exceptions import LibraryNotFound
-from ..images import TREE_MARKER, is_image_name
+from ..images import is_image_name
+from ._folder import in_cluster_tree
 
 __all__ = ["PARTIAL_SUFFIXES", "LibraryWatcher", "PathChange", "is_ignored_name"]
 
 logger = logging.getLogger(__name__)
-
-_MARKER = os.fsencode(TREE_MARKER)
 
 #: File name endings of downloads and copies still in progress.
 PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", ".download")
@@ -107,13 +106,12 @@ def is_ignored_name(name, *, is_directory=False):
 
 if InotifyWatchGroup is not None and hasattr(InotifyWatchGroup, "_remove_watch_internally"):
 
-    def _in_cluster_tree(path, root):
-        """Whether the folder ``path`` (bytes) is a cluster tree or lies in one, below ``root``."""
-        while path.startswith(root) and len(path) > len(root):
-            if os.path.exists(os.path.join(path, _MARKER)):
-                return True
-            path = os.path.dirname(path)
-        return False
+    def _is_tree_folder(path, root):
+        """Whether the folder ``path`` (bytes, below the watched ``root``) is or lies in a cluster tree."""
+        rel = os.path.relpath(os.fsdecode(path), os.fsdecode(root))
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            return False
+        return in_cluster_tree(os.fsdecode(root), [] if rel == os.curdir else rel.split(os.sep))
 
     class _TolerantWatchGroup(InotifyWatchGroup):
         def _add_callback(self, path):
@@ -121,7 +119,7 @@ if InotifyWatchGroup is not None and hasattr(InotifyWatchGroup, "_remove_watch_i
             # adding them again only makes watchdog warn (fatal where warnings are errors).
             # A cluster tree is never watched: it is never indexed, and each Cluster call
             # would otherwise bring a watch per cluster folder and an event per symlink.
-            if path not in self._active_callbacks_by_path and not _in_cluster_tree(path, self.path):
+            if path not in self._active_callbacks_by_path and not _is_tree_folder(path, self.path):
                 super()._add_callback(path)
 
         def _remove_watch_internally(self, wd):
