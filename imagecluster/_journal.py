@@ -271,46 +271,72 @@ class Entry(NamedTuple):
 
 
 class Model:
-    """One model's fingerprints: a growing matrix plus path -> row bookkeeping."""
+    """One model's fingerprints: a matrix whose first ``used`` rows are the photos, and path <-> row maps.
 
-    __slots__ = ("dim", "matrix", "writable", "used", "rows", "entries", "free")
+    Rows stay dense: removing a photo moves the last row into its place, so
+    rows ``[0, used)`` are always exactly the stored photos and the matrix can
+    be handed out as one view (:meth:`view`) without gathering. A view handed
+    out is never changed afterwards: the next change of an existing row
+    copies the matrix first (copy on write); appending a row does not touch
+    the rows a view shows.
+    """
 
-    def __init__(self, dim, matrix, rows, entries):
+    __slots__ = ("dim", "matrix", "shared", "paths", "rows", "entries")
+
+    def __init__(self, dim, matrix, paths, entries):
         self.dim = dim
-        self.matrix = matrix  # (capacity, dim); may be a read-only view of snapshot bytes
-        self.writable = matrix.flags.writeable
-        self.used = len(rows)  # rows [0, used) are live or on the free list
-        self.rows = rows  # path -> row
+        self.matrix = matrix  # (capacity, dim), writable; rows [0, len(paths)) are live
+        self.shared = False  # a view of the live rows was handed out
+        self.paths = paths  # row -> path
+        self.rows = dict(zip(paths, range(len(paths))))  # path -> row
         self.entries = entries  # path -> Entry
-        self.free = []  # dead rows, reused before growing
+
+    @property
+    def used(self):
+        return len(self.paths)
+
+    def _own(self):
+        """Copy the matrix before changing a row that a handed-out view shows."""
+        if self.shared:
+            self.matrix = self.matrix.copy()
+            self.shared = False
 
     def put(self, path, size, mtime_ns, vector):
         row = self.rows.get(path)
         if row is None:
-            if self.free:
-                row = self.free.pop()
-            else:
-                row, self.used = self.used, self.used + 1
+            row = self.used
+            if row >= len(self.matrix):  # grow by half: amortised O(1) per photo
+                capacity = max(16, len(self.matrix) + len(self.matrix) // 2)
+                matrix = np.empty((capacity, self.dim), self.matrix.dtype)
+                matrix[:row] = self.matrix[:row]
+                self.matrix, self.shared = matrix, False
             self.rows[path] = row
-        if row >= len(self.matrix) or not self.writable:  # grow by half (amortised O(1)), or copy a read-only view
-            capacity = max(16, len(self.matrix) + len(self.matrix) // 2, row + 1)
-            matrix = np.empty((capacity, self.dim), self.matrix.dtype)
-            matrix[: len(self.matrix)] = self.matrix
-            self.matrix, self.writable = matrix, True
+            self.paths.append(path)
+        else:
+            self._own()
         self.matrix[row] = vector
         self.entries[path] = tuple.__new__(Entry, (size, mtime_ns))
 
     def remove(self, path):
         row = self.rows.pop(path, None)
-        if row is not None:
-            del self.entries[path]
-            self.free.append(row)
+        if row is None:
+            return
+        del self.entries[path]
+        last = self.used - 1
+        if row != last:
+            self._own()
+            moved = self.paths[last]
+            self.matrix[row] = self.matrix[last]
+            self.paths[row] = moved
+            self.rows[moved] = row
+        self.paths.pop()
 
     def move(self, old, new):
         if old != new:
             self.remove(new)
             if old in self.rows:
-                self.rows[new] = self.rows.pop(old)
+                row = self.rows[new] = self.rows.pop(old)
+                self.paths[row] = new
                 self.entries[new] = self.entries.pop(old)
 
     def take(self, paths):
@@ -319,6 +345,13 @@ class Model:
         if np.array_equal(idx, np.arange(len(idx))):
             return self.matrix[: len(idx)]
         return self.matrix[idx]
+
+    def view(self):
+        """``(paths, matrix)``: the live rows, read-only, and their paths (a copy), in row order."""
+        self.shared = True
+        matrix = self.matrix[: self.used]
+        matrix.flags.writeable = False
+        return list(self.paths), matrix
 
 
 class State:
@@ -360,18 +393,18 @@ class State:
         ints = all(type(v) is int for v in sizes) and all(type(v) is int for v in mtimes)
         if not ints or min(sizes, default=0) < 0:
             raise ValueError(f"{where}: bad sizes or mtimes")
-        rows = dict(zip(paths, range(n)))
-        if len(rows) != n:
+        if len(set(paths)) != n:
             raise ValueError(f"{where}: duplicate paths")
-        matrix = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
-        if matrix.dtype != self.dtype:
-            with np.errstate(over="ignore"):
-                matrix = matrix.astype(self.dtype)
-        if not all_finite(matrix):
+        stored = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
+        # A writable copy with room to grow: the first put after loading costs no copy of the matrix.
+        matrix = np.empty((n + max(16, n // 8), dim), self.dtype)
+        with np.errstate(over="ignore"):
+            matrix[:n] = stored
+        if not all_finite(matrix[:n]):
             raise ValueError(f"{where}: non-finite fingerprint values")
         if n:
             entries = dict(zip(paths, map(tuple.__new__, itertools.repeat(Entry), zip(sizes, mtimes))))
-            self.models[name] = Model(dim, matrix, rows, entries)
+            self.models[name] = Model(dim, matrix, list(paths), entries)
 
     def to_snapshot(self, token):
         """The snapshot dict (builtins only) for the current content."""
@@ -401,7 +434,7 @@ class State:
                     raise ValueError(f"fingerprint of {path!r} does not fit in {self.dtype.name}")
             m = self.models.get(model)
             if m is None:
-                m = self.models[model] = Model(vector.size, np.empty((0, vector.size), self.dtype), {}, {})
+                m = self.models[model] = Model(vector.size, np.empty((0, vector.size), self.dtype), [], {})
             elif m.dim != vector.size:
                 raise ValueError(f"{path!r} has {vector.size} values but model {model!r} has {m.dim}")
             m.put(path, size, mtime_ns, vector)

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from . import _journal
 from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
 from ._journal import DTYPES, Entry, State, check_int, check_iterable, check_model, check_path, check_vector
 
-__all__ = ["Entry", "Store"]
+__all__ = ["Entry", "FingerprintView", "Store"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,14 @@ def _fsync_dir(path):
             raise
     finally:
         os.close(fd)
+
+
+class FingerprintView(NamedTuple):
+    """One model's fingerprints as a store holds them (see :meth:`Store.view`)."""
+
+    paths: list
+    matrix: np.ndarray
+    entries: dict
 
 
 class Store:
@@ -199,6 +208,32 @@ class Store:
                 return [], np.empty((0, 0), np.float32)
             found = sorted(m.rows) if wanted is None else [p for p in wanted if p in m.rows]
             return found, m.take(found).astype(np.float32)
+
+    def view(self, model):
+        """Every fingerprint of one model as it is held, without a copy: the fast path for clustering.
+
+        Parameters
+        ----------
+        model : str
+            Model name.
+
+        Returns
+        -------
+        FingerprintView
+            ``paths`` (list of str, in row order), ``matrix`` (read-only
+            ndarray of shape (n_images, n_features), in the store's dtype,
+            never changed afterwards: later writes copy it first) and
+            ``entries`` (dict of path to Entry, a new dict). Empty for an
+            unknown model (``matrix`` of shape (0, 0)).
+        """
+        model = check_model(model)
+        with self._mutex:
+            self._refresh()
+            m = self._state.models.get(model)
+            if m is None:
+                return FingerprintView([], np.empty((0, 0), self._state.dtype), {})
+            paths, matrix = m.view()
+            return FingerprintView(paths, matrix, dict(m.entries))
 
     # ---------------------------------------------------------------- writes
 
