@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The fingerprint store at library scale: cold load, adding one photo, reading everything back.
+
+Issue 9's targets with 100,000 fingerprints stored: adding one photo <= 20 ms,
+``fingerprints()`` after it <= 100 ms, loading a library's store cold <= 1 s.
+
+One store of ``--count`` random L2-normalised 1280-value fingerprints is written
+(``Store.put`` in batches, then ``compact``: what ``imagecluster index`` leaves),
+then each variant runs in a fresh interpreter on its own copy of it:
+
+``ours``
+    this checkout's ``imagecluster.store``.
+``before``
+    the store of commit ``--before`` (``git archive`` of its package), on the
+    same files: also a check that both read each other's stores.
+
+Measured per variant: the cold load (first ``entries()`` of a new ``Store``),
+``put`` of one photo (median of ``--puts``), ``fingerprints()`` right after a put
+(median of 5; float32 copy, sorted), and for ours ``view()`` after a put (the
+zero-copy matrix the clustering reads), ``compact()``, and peak RSS.
+
+Run::
+
+    python benchmarks/bench_store.py --count 100000
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MODEL = "lite0"
+DIM = 1280
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def make_store(library, count):
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from imagecluster.store import Store
+
+    rng = np.random.default_rng(0)
+    store = Store(library)
+    step = 10_000
+    for start in range(0, count, step):
+        k = min(step, count - start)
+        vectors = rng.standard_normal((k, DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.put(MODEL, [(f"{(start + i) // 1000:04d}/IMG_{start + i:07d}.jpg", 3_000_000 + i, 10**18 + i, v)
+                          for i, v in enumerate(vectors)])
+    store.compact()
+
+
+def worker(args):
+    import numpy as np
+
+    from imagecluster.store import Store
+
+    library = Path(args.library)
+    t0 = time.perf_counter()
+    store = Store(library)
+    n = len(store.entries(MODEL))
+    cold = time.perf_counter() - t0
+    rng = np.random.default_rng(1)
+    puts, reads, views = [], [], []
+    for k in range(args.puts):
+        v = rng.standard_normal(DIM).astype(np.float32)
+        t0 = time.perf_counter()
+        store.put(MODEL, [(f"new/IMG_{k:05d}.jpg", 1, 2, v / np.linalg.norm(v))])
+        puts.append(time.perf_counter() - t0)
+        if k < 5:
+            t0 = time.perf_counter()
+            paths, fps = store.fingerprints(MODEL)
+            reads.append(time.perf_counter() - t0)
+            assert len(paths) == n + k + 1 and fps.dtype == np.float32
+            del fps
+            if hasattr(store, "view"):
+                t0 = time.perf_counter()
+                view = store.view(MODEL)
+                views.append(time.perf_counter() - t0)
+                assert len(view.paths) == n + k + 1
+                del view
+    t0 = time.perf_counter()
+    store.compact()
+    compact = time.perf_counter() - t0
+    print(json.dumps({
+        "n": n, "cold_s": cold, "put_ms": 1000 * statistics.median(puts), "put_max_ms": 1000 * max(puts),
+        "first_put_ms": 1000 * puts[0], "fingerprints_ms": 1000 * statistics.median(reads),
+        "view_ms": 1000 * statistics.median(views) if views else None, "compact_s": compact,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }))
+
+
+def run(variant, source, library, args):
+    log(f"{variant} ...")
+    proc = subprocess.run([sys.executable, __file__, "--worker", "--library", str(library), "--puts", str(args.puts)],
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(source)})
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} failed ({proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--puts", type=int, default=30)
+    parser.add_argument("--before", default="163a6ed", help="commit of the store before the scale work")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--library", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    with tempfile.TemporaryDirectory(prefix="ic-bench-store-") as tmp:
+        tmp = Path(tmp)
+        log(f"writing a store of {args.count} fingerprints ...")
+        master = tmp / "master"
+        master.mkdir()
+        make_store(master, args.count)
+        size_mb = sum(f.stat().st_size for f in master.rglob("*") if f.is_file()) / 1e6
+        before = tmp / "before-src"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "imagecluster"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        results = {}
+        for variant, source in (("before", before), ("ours", REPO)):
+            library = tmp / variant
+            shutil.copytree(master, library)
+            results[variant] = run(variant, source, library, args)
+            shutil.rmtree(library)
+    ours, old = results["ours"], results["before"]
+    print(f"store of {args.count} fingerprints (float16, 1280 values), {size_mb:.0f} MB on disk")
+    for name, r in (("before", old), ("ours", ours)):
+        view = "" if r["view_ms"] is None else f", view() {r['view_ms']:.1f} ms"
+        print(f"{name}: cold load {r['cold_s']:.2f} s; put one: first {r['first_put_ms']:.1f} ms, median "
+              f"{r['put_ms']:.1f} ms, max {r['put_max_ms']:.1f} ms; fingerprints() after a put "
+              f"{r['fingerprints_ms']:.0f} ms{view}; compact {r['compact_s']:.2f} s; peak {r['peak_mb']:.0f} MB")
+    print(f"RATIO before / ours: cold load {old['cold_s'] / ours['cold_s']:.1f}x, first put "
+          f"{old['first_put_ms'] / ours['first_put_ms']:.1f}x, fingerprints() {old['fingerprints_ms'] / ours['fingerprints_ms']:.1f}x, "
+          f"fingerprints() / view() {old['fingerprints_ms'] / ours['view_ms']:.0f}x")
+    print("targets at 100,000: put one <= 20 ms, fingerprints() after it <= 100 ms, cold load <= 1 s")
+
+
+if __name__ == "__main__":
+    main()
