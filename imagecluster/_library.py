@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._pipeline import DEFAULT_BATCH_SIZE, Failure, iter_fingerprint_batches, resolve_model
 from .cluster import cluster
+from .graph import LibraryGraph
 from .images import check_library, find_images
 from .store import Store
 
@@ -143,8 +144,40 @@ def _relative(path, root):
     return Path(path).relative_to(root).as_posix()
 
 
-def library_clusters(root, store, model_name, *, sim, min_size=2, cut="absolute"):
-    """Cluster the stored fingerprints of one library; clusters of absolute Paths."""
+def library_clusters(root, store, model_name, *, sim, min_size=2, cut="absolute", graph=None, progress=None):
+    """Cluster the stored fingerprints of one library; clusters of absolute Paths, largest first.
+
+    With the absolute cut at a ``sim`` at or above the graph's floor, the
+    library's similarity graph (:class:`~imagecluster.graph.LibraryGraph`,
+    kept in the store folder) is brought up to date and answers; otherwise
+    every pair is searched.
+
+    Parameters
+    ----------
+    root : Path
+        The library.
+    store : Store
+        Its store.
+    model_name : str
+    sim : float
+    min_size : int, default=2
+    cut : {"absolute", "relative"}, default="absolute"
+    graph : LibraryGraph, default=None
+        The library's graph, when the caller keeps one (the daemon); None
+        opens the saved one.
+    progress : callable, default=None
+        ``progress(done, total)`` while a graph is first built.
+
+    Returns
+    -------
+    list of list of Path
+    """
+    if cut == "absolute" and sim > 0:
+        graph = graph if graph is not None else LibraryGraph(store, model_name)
+        if sim >= graph.floor:
+            graph.update(progress=progress)
+            return [[root / p for p in group] for group in graph.clusters(sim, min_size)]
+        logger.info("sim %s is below the similarity graph's floor %s: comparing every pair of photos", sim, graph.floor)
     paths, fingerprints = store.fingerprints(model_name)
     if len(paths) == 0:
         return []

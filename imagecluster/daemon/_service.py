@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,7 @@ from .. import __version__
 from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary
 from .._library import library_clusters
+from ..graph import LibraryGraph
 from ..cluster import check_sim
 from ..tree import write_tree
 
@@ -81,23 +83,34 @@ def _check_absolute(path, what="path"):
     return path
 
 
-class _OnDisk:
-    """A store seen through the files that exist now.
+def _on_disk(root, groups, min_size):
+    """Groups without the photos that are gone, then without the groups that became too small.
 
-    The indexer may store a deletion a moment after it happened (and keeps a
+    The indexer stores a deletion a moment after it happened (it keeps a
     deleted photo's fingerprint for a moment, in case it was a move); an
     answer or a tree must never name a photo that is gone.
     """
+    kept = [[p for p in group if os.path.isfile(Path(root) / p)] for group in groups]
+    return [g for g in kept if len(g) >= min_size]
 
-    def __init__(self, root, store):
-        self.root, self.store = Path(root), store
 
-    def fingerprints(self, model):
-        paths, fps = self.store.fingerprints(model)
-        keep = [i for i, rel in enumerate(paths) if os.path.isfile(self.root / rel)]
-        if len(keep) == len(paths):
-            return paths, fps
-        return [paths[i] for i in keep], fps[keep]
+class _Graphs:
+    """One similarity graph per library, each used by one thread at a time (Cluster and Similar run in threads)."""
+
+    def __init__(self, indexer):
+        self._indexer = indexer
+        self._graphs = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def of(self, library):
+        with self._guard:
+            if library not in self._graphs:
+                graph = LibraryGraph(self._indexer.store(library), self._indexer.model_name)
+                self._graphs[library] = (graph, threading.Lock())
+            graph, lock = self._graphs[library]
+        with lock:
+            yield graph
 
 
 class ImageClusterInterface(ServiceInterface):
@@ -133,6 +146,7 @@ class ImageClusterInterface(ServiceInterface):
         self._flush_handle = None
         self._last_flush = -math.inf
         self._published = {}
+        self._graphs = _Graphs(indexer)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -237,8 +251,8 @@ class ImageClusterInterface(ServiceInterface):
             vector = await self._indexer.fingerprint(path)
             root, rel = self._indexer.resolve(path)
             own = os.fspath(Path(root) / rel)
-            matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim)
-            return [[p, s] for p, s in matches if p != own]
+            matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim, own)
+            return [[p, s] for p, s in matches]
 
     @dbus_method()
     async def WaitIdle(self, timeout: DBusDouble) -> DBusBool:
@@ -378,23 +392,27 @@ class ImageClusterInterface(ServiceInterface):
         if self._cluster_hook is not None:
             self._cluster_hook(library)
         config, model = self._config, self._indexer.model_name
-        store = _OnDisk(library, self._indexer.store(library))
-        groups = library_clusters(library, store, model, sim=sim, min_size=config.min_size, cut=config.cut)
+        with self._graphs.of(library) as graph:
+            groups = library_clusters(library, self._indexer.store(library), model, sim=sim,
+                                      min_size=config.min_size, cut=config.cut, graph=graph)
+        groups = _on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}
         tree = write_tree(groups, out, info=info)
         logger.info("%s: %s clusters at sim %s written to %s", library, len(groups), sim, tree)
         return groups, tree
 
-    def _similar(self, vector, sim):
+    def _similar(self, vector, sim, own):
         """(absolute path, similarity) of stored photos with cosine similarity >= sim, best first."""
         matches = []
         for library in self._indexer.available_libraries:
-            paths, fps = _OnDisk(library, self._indexer.store(library)).fingerprints(self._indexer.model_name)
-            if not paths or fps.shape[1] != vector.size:
-                continue
-            scores = fps @ vector
-            for i in np.flatnonzero(scores >= sim - 1e-6):
-                matches.append((os.fspath(Path(library) / paths[i]), float(min(scores[i], 1.0))))
+            with self._graphs.of(library) as graph:
+                graph.update()
+                if not graph.paths or graph.dimension != vector.size:
+                    continue
+                rel = os.path.relpath(own, library) if Path(own).is_relative_to(library) else None
+                found = graph.similar(vector, sim, path=rel)
+            matches.extend((os.fspath(Path(library) / p), s) for p, s in found if p != rel)
+        matches = [m for m in matches if os.path.isfile(m[0])]
         matches.sort(key=lambda m: (-m[1], m[0]))
         return matches

@@ -1,0 +1,375 @@
+"""A library's similarity graph, kept beside its store and followed as photos come and go.
+
+Clustering at any ``sim`` at or above the graph's ``floor`` needs only the
+pairs of photos at least ``sim`` similar (their connected components bound
+every cluster, :mod:`imagecluster._edges`) and the fingerprints of the photos
+in those components. Finding the pairs is the one costly step (every pair of
+photos, ``O(n^2 d)``), so it is done once and then kept up to date: a new or
+changed photo costs one product of its fingerprint with the library's
+matrix, a removed one drops its edges, a moved one is a removal plus an
+addition. A Cluster call then costs the components and the linkage inside
+them, not the search.
+
+The graph is saved as ``graph-<model>.npz`` in the store folder (numpy's
+format, read with ``allow_pickle=False``: plain arrays, never code). It names
+each photo with its path, size and modification time, so a graph saved by
+an older run is brought up to date the same way: photos whose file changed,
+or that are new, are searched again; photos that are gone lose their edges.
+It is a cache and never trusted blindly: a file that is not a valid graph,
+was made with another floor or dtype, or whose sampled edges and neighbour
+lists do not match the fingerprints is logged and rebuilt.
+
+Below the floor the graph cannot answer; :func:`imagecluster._library.library_clusters`
+then searches every pair, as before the graph existed.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+from ._edges import Edges, edges_against, similarity_edges, unit_rows
+from ._exceptions import InvalidParameter
+from .cluster import DEFAULT_DENSE_BUDGET, check_min_size, check_sim, cluster_graph
+
+__all__ = ["DEFAULT_FLOOR", "LibraryGraph", "UnitRows"]
+
+logger = logging.getLogger(__name__)
+
+#: Smallest similarity the kept graph holds; Cluster at a lower sim searches every pair.
+#: 0.5 is the lowest sim the README's table recommends ("loosely related photos").
+DEFAULT_FLOOR = 0.5
+
+_FORMAT = "imagecluster-graph"
+_VERSION = 1
+# Rows converted to float32 at once when the whole matrix is read in tiles.
+_CHUNK_ROWS = 8192
+# Photos whose neighbour lists are recomputed in full when a saved graph is loaded.
+_CHECKED_NODES = 3
+# Edges whose similarity is recomputed when a saved graph is loaded.
+_CHECKED_EDGES = 256
+# Edges found again may differ in float32 rounding by this much (another tiling, another BLAS).
+_ROUNDING = 1e-4
+
+
+class UnitRows:
+    """A fingerprint matrix seen as L2-normalised float32 rows, converted only where read.
+
+    The store keeps float16; converting all of a large library at once costs
+    memory and time that a Cluster call over a kept graph does not need.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (n_images, n_features)
+        Fingerprints in any float dtype.
+    """
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def __len__(self):
+        return len(self.matrix)
+
+    @property
+    def shape(self):
+        return self.matrix.shape
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return unit_rows(self.matrix[index])
+        index = np.asarray(index)
+        flat = unit_rows(self.matrix[index.reshape(-1)])
+        return flat.reshape(index.shape + (self.matrix.shape[1],))
+
+    def to_array(self):
+        """Every row, as one float32 array (converted in chunks)."""
+        out = np.empty(self.matrix.shape, dtype=np.float32)
+        for start in range(0, len(out), _CHUNK_ROWS):
+            out[start : start + _CHUNK_ROWS] = unit_rows(self.matrix[start : start + _CHUNK_ROWS])
+        return out
+
+
+class LibraryGraph:
+    """The graph of photo pairs at least ``floor`` similar, for one library and model.
+
+    Parameters
+    ----------
+    store : Store
+        The library's store; the graph file lives in its folder.
+    model : str
+        Model name: one graph per model, as fingerprints.
+    floor : float, default=DEFAULT_FLOOR
+        Smallest similarity kept.
+
+    Attributes
+    ----------
+    paths : list of str
+        Library-relative path of each photo (node), after :meth:`update`.
+    edges : Edges
+        Pairs of nodes at least ``floor`` similar.
+    """
+
+    def __init__(self, store, model, *, floor=DEFAULT_FLOOR):
+        self.store = store
+        self.model = model
+        self.floor = check_sim(floor)
+        if self.floor == 0.0:
+            raise InvalidParameter("floor must be above 0: at 0 every pair would be an edge")
+        self.paths = []
+        self.edges = Edges.empty()
+        self._entries = {}
+        self._matrix = np.empty((0, 0), np.float32)
+        self._index = None  # path -> node, made when Similar needs it
+        self._loaded = False
+        self._dirty = False
+
+    def __repr__(self):
+        return f"LibraryGraph({self.store!r}, {self.model!r}, floor={self.floor}, {len(self.paths)} photos)"
+
+    @property
+    def dimension(self):
+        """Values per fingerprint (0 while the graph is empty)."""
+        return self._matrix.shape[1] if len(self.paths) else 0
+
+    @property
+    def file(self):
+        """Where the graph is saved: ``<store folder>/graph-<model>.npz``."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)
+        return self.store.folder / f"graph-{safe}.npz"
+
+    # ------------------------------------------------------------ public
+
+    def update(self, *, progress=None, save=True):
+        """Bring the graph in step with the store.
+
+        Parameters
+        ----------
+        progress : callable, default=None
+            ``progress(done, total)`` while pairs are searched (a first build).
+        save : bool, default=True
+            Write the graph file when it changed.
+
+        Returns
+        -------
+        changed : bool
+            Whether photos were added to or dropped from the graph.
+        """
+        view = self.store.view(self.model)
+        loaded = not self._loaded and self._load(view)
+        self._loaded = True
+        changed = self._follow(view, progress)
+        problem = self._disagreement() if loaded else ""
+        if problem:
+            logger.warning("the similarity graph %s is not used (%s); rebuilding it", self.file, problem)
+            self.paths, self._entries, self.edges = [], {}, Edges.empty()
+            changed = self._follow(view, progress)
+        self._dirty |= changed
+        if save and self._dirty and self.paths:
+            self.save()
+        return changed
+
+    def clusters(self, sim, min_size=2, *, dense_budget=DEFAULT_DENSE_BUDGET):
+        """Clusters at ``sim`` (at least the floor) from the graph, as relative paths.
+
+        Parameters
+        ----------
+        sim : float
+            Similarity index, ``floor <= sim <= 1``.
+        min_size : int, default=2
+        dense_budget : int, default=DEFAULT_DENSE_BUDGET
+
+        Returns
+        -------
+        list of list of str
+            Paths of each cluster, sorted; largest cluster first, ties by
+            their first path (the order ``cluster`` gives on sorted paths).
+        """
+        sim, min_size = check_sim(sim), check_min_size(min_size)
+        if sim < self.floor:
+            raise InvalidParameter(f"sim {sim} is below the graph's floor {self.floor}")
+        groups = cluster_graph(UnitRows(self._matrix), self.edges, sim, min_size, dense_budget=dense_budget)
+        named = [sorted(self.paths[i] for i in group) for group in groups]
+        named.sort(key=lambda g: (-len(g), g[0]))
+        return named
+
+    def similar(self, vector, sim, *, path=None):
+        """Photos at least ``sim`` similar to a fingerprint, most similar first.
+
+        Parameters
+        ----------
+        vector : ndarray of shape (n_features,)
+            The fingerprint.
+        sim : float
+            Smallest similarity reported.
+        path : str, default=None
+            The photo's own path when it is in the graph: at or above the
+            floor its edges answer without a product over the library.
+
+        Returns
+        -------
+        list of (str, float)
+            (relative path, similarity), itself left out.
+        """
+        sim = check_sim(sim)
+        node = self._node_of(path) if path is not None and sim >= self.floor else None
+        if node is not None:
+            touching = (self.edges.i == node) | (self.edges.j == node)
+            near = self.edges.take(touching).at_least(sim - 1e-6)
+            others = np.where(near.i == node, near.j, near.i)
+            matches = [(self.paths[k], float(min(s, 1.0))) for k, s in zip(others.tolist(), near.sim.tolist())]
+        else:
+            query = unit_rows(np.asarray(vector, dtype=np.float32)[None, :])[0]
+            matches = []
+            rows = UnitRows(self._matrix)
+            for start in range(0, len(rows), _CHUNK_ROWS):
+                scores = rows[start : start + _CHUNK_ROWS] @ query
+                for k in np.flatnonzero(scores >= sim - 1e-6).tolist():
+                    if self.paths[start + k] != path:
+                        matches.append((self.paths[start + k], float(min(scores[k], 1.0))))
+        matches.sort(key=lambda m: (-m[1], m[0]))
+        return matches
+
+    def save(self):
+        """Write the graph file atomically (temporary file, fsync, rename)."""
+        blob = np.frombuffer("\0".join(self.paths).encode("utf-8", "surrogateescape"), dtype=np.uint8)
+        sizes = np.fromiter((self._entries[p][0] for p in self.paths), np.int64, len(self.paths))
+        mtimes = np.fromiter((self._entries[p][1] for p in self.paths), np.int64, len(self.paths))
+        meta = json.dumps({"format": _FORMAT, "version": _VERSION, "model": self.model, "floor": self.floor,
+                           "dtype": self._matrix.dtype.name, "n": len(self.paths)})
+        fd, tmp = tempfile.mkstemp(prefix=".graph-", suffix=".tmp", dir=self.store.folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.frombuffer(meta.encode(), dtype=np.uint8), paths=blob, sizes=sizes,
+                         mtimes=mtimes, i=self.edges.i, j=self.edges.j, sim=self.edges.sim)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.file)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            logger.warning("cannot save the similarity graph %s: %s (it is rebuilt when needed)", self.file, exc)
+            return
+        self._dirty = False
+
+    # --------------------------------------------------------- internals
+
+    def _node_of(self, path):
+        """The node of a path, or None (the index is built on first use after each change)."""
+        if self._index is None:
+            self._index = {p: k for k, p in enumerate(self.paths)}
+        return self._index.get(path)
+
+    def _follow(self, view, progress):
+        """Re-map the graph onto the store's rows now; search pairs for new and changed photos."""
+        self._index = None
+        if view.paths == self.paths and view.entries == self._entries:
+            self._matrix = view.matrix
+            return False
+        n = len(view.paths)
+        row_now = {p: r for r, p in enumerate(view.paths)}
+        old_to_new = np.full(len(self.paths), -1, dtype=np.int64)
+        for k, p in enumerate(self.paths):
+            r = row_now.get(p)
+            if r is not None and view.entries[p] == self._entries.get(p):
+                old_to_new[k] = r
+        kept = old_to_new >= 0
+        fresh = np.ones(n, dtype=bool)
+        fresh[old_to_new[kept]] = False
+        new_rows = np.flatnonzero(fresh)
+        dropped = len(self.paths) - int(kept.sum())
+        rows = UnitRows(view.matrix)
+        if len(new_rows) > n // 2:  # mostly new: one search of every pair is half the work
+            logger.info("searching similar pairs among %d photos (floor %s)", n, self.floor)
+            edges = similarity_edges(rows.to_array(), self.floor, progress=progress)
+        else:
+            old = self.edges
+            both = kept[old.i] & kept[old.j] if len(old) else np.zeros(0, dtype=bool)
+            a, b = old_to_new[old.i[both]], old_to_new[old.j[both]]
+            edges = Edges.concatenate([
+                Edges(np.minimum(a, b), np.maximum(a, b), old.sim[both]),
+                edges_against(rows, new_rows, self.floor),
+            ])
+        if len(new_rows) or dropped:
+            logger.debug("graph of %s: %d photos new or changed, %d dropped", self.store.library, len(new_rows), dropped)
+        self.paths, self._entries, self._matrix, self.edges = list(view.paths), dict(view.entries), view.matrix, edges
+        return bool(len(new_rows) or dropped or n != len(old_to_new))
+
+    def _load(self, view):
+        """Take the saved graph if its structure is valid; whether it was taken.
+
+        Whether it agrees with the fingerprints is checked once it has caught
+        up with the store (:meth:`_disagreement`).
+        """
+        try:
+            with open(self.file, "rb") as file, np.load(file, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in ("meta", "paths", "sizes", "mtimes", "i", "j", "sim")}
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # not a zip, not numpy arrays, a missing member, a refused pickle ...
+            logger.warning("the similarity graph %s cannot be read (%s); rebuilding it", self.file, exc)
+            return False
+        problem = self._take(arrays, view)
+        if problem:
+            logger.warning("the similarity graph %s is not used (%s); rebuilding it", self.file, problem)
+            self.paths, self._entries, self.edges = [], {}, Edges.empty()
+        return not problem
+
+    def _take(self, arrays, view):
+        """Take a loaded graph's arrays if their structure is valid; else say why not."""
+        try:
+            meta = json.loads(bytes(arrays["meta"]).decode())
+            paths = bytes(arrays["paths"]).decode("utf-8", "surrogateescape").split("\0")
+        except (TypeError, ValueError) as exc:
+            return f"unreadable header or paths: {exc}"
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            return "not an imagecluster graph of this version"
+        if meta.get("floor") != self.floor or meta.get("model") != self.model:
+            return f"made for floor {meta.get('floor')} and model {meta.get('model')!r}"
+        if meta.get("dtype") != view.matrix.dtype.name and len(view.paths):
+            return f"made from {meta.get('dtype')} fingerprints"
+        n = meta.get("n")
+        i, j, sims, sizes, mtimes = (arrays[k] for k in ("i", "j", "sim", "sizes", "mtimes"))
+        if n == 0:
+            paths = []
+        if not isinstance(n, int) or len(paths) != n or len(set(paths)) != n or sizes.shape != (n,) \
+                or mtimes.shape != (n,) or sizes.dtype != np.int64 or mtimes.dtype != np.int64:
+            return "photo list damaged"
+        if not (i.dtype == j.dtype == np.int32 and sims.dtype == np.float32 and i.shape == j.shape == sims.shape
+                and i.ndim == 1):
+            return "edge arrays damaged"
+        if len(i) and (i.min() < 0 or j.max() >= n or not (i < j).all()
+                       or not np.isfinite(sims).all() or sims.min() < self.floor or sims.max() > 1.0 + _ROUNDING):
+            return "edges out of range"
+        self.paths = paths
+        self._entries = {p: (int(s), int(m)) for p, s, m in zip(paths, sizes.tolist(), mtimes.tolist())}
+        self.edges = Edges(i, j, sims)
+        return ""
+
+    def _disagreement(self):
+        """Check a sample of edges and of whole neighbour lists against the fingerprints; '' when they agree."""
+        n = len(self.paths)
+        if not n:
+            return ""
+        rng = np.random.default_rng()
+        rows = UnitRows(self._matrix)
+        if len(self.edges):
+            pick = rng.choice(len(self.edges), min(_CHECKED_EDGES, len(self.edges)), replace=False)
+            a, b = rows[self.edges.i[pick]], rows[self.edges.j[pick]]
+            if np.abs(np.einsum("ij,ij->i", a, b) - self.edges.sim[pick]).max() > _ROUNDING:
+                return "its edges do not match the fingerprints"
+        nodes = rng.choice(n, min(_CHECKED_NODES, n), replace=False)
+        found = edges_against(rows, nodes, self.floor)
+        for node in nodes.tolist():
+            def near(edges):
+                touching = (edges.i == node) | (edges.j == node)
+                return {(int(x), int(y)): float(s) for x, y, s in
+                        zip(edges.i[touching], edges.j[touching], edges.sim[touching])}
+
+            kept, real = near(self.edges), near(found)
+            undecided = {p for p, s in {**kept, **real}.items() if abs(s - self.floor) <= _ROUNDING}
+            if set(kept) - undecided != set(real) - undecided:
+                return "a photo's neighbours do not match the fingerprints"
+        return ""

@@ -1,0 +1,173 @@
+"""imagecluster.graph: the kept similarity graph equals a search from scratch, and is never trusted blindly."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+import imagecluster.graph as graph_module
+from imagecluster import Store
+from imagecluster._edges import similarity_edges, unit_rows
+from imagecluster._library import library_clusters
+from imagecluster.cluster import cluster
+from imagecluster.graph import LibraryGraph
+
+DIM = 24
+
+
+def photos(rng, n, start=0):
+    """(path, size, mtime, fingerprint): bursts of 1-6 shots around random scenes."""
+    out, k = [], start
+    while len(out) < n:
+        scene = rng.normal(size=DIM)
+        for _ in range(int(rng.integers(1, 7))):
+            out.append((f"d{k % 7}/p{k:05d}.jpg", 1000 + k, 10**9 + k, scene + rng.normal(scale=0.5, size=DIM)))
+            k += 1
+    return out[:n]
+
+
+def expected(store, sim, min_size=2):
+    paths, fps = store.fingerprints("m")
+    return sorted(([paths[i] for i in g] for g in cluster(fps, sim, min_size)), key=lambda g: (-len(g), g[0]))
+
+
+def edge_set(graph):
+    return {tuple(sorted((graph.paths[a], graph.paths[b]))): round(float(s), 3)
+            for a, b, s in zip(graph.edges.i, graph.edges.j, graph.edges.sim)}
+
+
+def test_clusters_from_the_graph_equal_clustering_every_pair(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", photos(np.random.default_rng(0), 400))
+    graph = LibraryGraph(store, "m")
+    graph.update()
+    for sim in (0.5, 0.6, 0.7, 0.8, 0.95):
+        assert graph.clusters(sim) == expected(store, sim)
+    assert graph.clusters(0.7, 1) == expected(store, 0.7, 1)
+
+
+def test_incremental_graph_equals_a_fresh_one_after_adds_removes_moves_and_a_restart(tmp_path):
+    rng = np.random.default_rng(1)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 300))
+    graph = LibraryGraph(store, "m")
+    graph.update()
+    for step in range(6):
+        paths = sorted(store.entries("m"))
+        store.put("m", photos(rng, int(rng.integers(1, 30)), start=1000 + 100 * step))  # new photos
+        store.remove([str(p) for p in rng.choice(paths, 10, replace=False)])
+        survivors = sorted(store.entries("m"))
+        store.move(survivors[0], f"moved/{step}.jpg")
+        changed = survivors[5]  # the same path, a new version of the photo
+        store.put("m", [(changed, 7, 7 + step, rng.normal(size=DIM))])
+        graph.update()
+        assert edge_set(graph) == from_scratch(store)
+        assert graph.clusters(0.6) == expected(store, 0.6)
+    restarted = LibraryGraph(Store(tmp_path), "m")  # loads the saved file
+    assert restarted.update() is False
+    assert edge_set(restarted) == edge_set(graph)
+    assert restarted.clusters(0.6) == expected(store, 0.6)
+
+
+def test_a_graph_saved_before_the_store_changed_catches_up(tmp_path):
+    rng = np.random.default_rng(2)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 200))
+    LibraryGraph(store, "m").update()  # saved
+    store.put("m", photos(rng, 20, start=500))
+    store.remove(sorted(store.entries("m"))[:15])
+    store.compact()  # rows renumbered: the file still names photos by path
+    graph = LibraryGraph(Store(tmp_path), "m")
+    assert graph.update() is True
+    assert graph.clusters(0.55) == expected(store, 0.55)
+
+
+def from_scratch(store):
+    paths, fps = store.fingerprints("m")
+    edges = similarity_edges(unit_rows(fps), 0.5)
+    return {tuple(sorted((paths[a], paths[b]))): round(float(s), 3) for a, b, s in zip(edges.i, edges.j, edges.sim)}
+
+
+class Evil:
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def tamper(path, **changes):
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("damage", ["bytes", "truncated", "pickle", "sims", "missing-edge", "indices", "floor"])
+def test_a_damaged_or_tampered_graph_is_rebuilt(tmp_path, caplog, monkeypatch, damage):
+    monkeypatch.setattr(graph_module, "_CHECKED_NODES", 1000)  # check every photo's neighbours
+    rng = np.random.default_rng(3)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 120))
+    good = LibraryGraph(store, "m")
+    good.update()
+    before = edge_set(good)
+    path = good.file
+    if damage == "bytes":
+        path.write_bytes(rng.bytes(500))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "pickle":  # an object array is a pickle: it must never be unpickled
+        with np.load(path) as f:
+            tamper(path, meta=np.array([Evil(tmp_path / "SENTINEL")], dtype=object), i=f["i"])
+    elif damage == "sims":
+        with np.load(path) as f:
+            tamper(path, sim=(f["sim"] * 0 + np.float32(0.99)))
+    elif damage == "missing-edge":
+        with np.load(path) as f:
+            tamper(path, i=f["i"][1:], j=f["j"][1:], sim=f["sim"][1:])
+    elif damage == "indices":
+        with np.load(path) as f:
+            tamper(path, j=f["j"] + 10_000)
+    elif damage == "floor":
+        with np.load(path) as f:
+            tamper(path, meta=np.frombuffer(bytes(f["meta"]).replace(b'"floor": 0.5', b'"floor": 0.4'), np.uint8))
+    with caplog.at_level(logging.WARNING, logger="imagecluster.graph"):
+        graph = LibraryGraph(Store(tmp_path), "m")
+        graph.update()
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "SENTINEL").exists()
+    assert edge_set(graph) == before
+    assert graph.clusters(0.6) == expected(store, 0.6)
+
+
+def test_similar_answers_from_edges_and_by_search(tmp_path):
+    rng = np.random.default_rng(4)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 150))
+    graph = LibraryGraph(store, "m")
+    graph.update()
+    paths, fps = store.fingerprints("m")
+    unit = fps / np.linalg.norm(fps, axis=1, keepdims=True)
+    me = 17
+    for sim in (0.3, 0.6, 0.8):  # 0.3: below the floor, a product over the library
+        truth = {paths[k]: s for k, s in enumerate(unit @ unit[me]) if s >= sim and k != me}
+        found = dict(graph.similar(fps[me], sim, path=paths[me]))
+        assert found.keys() == truth.keys()
+        assert all(abs(found[p] - truth[p]) < 1e-4 for p in truth)
+    ranked = graph.similar(fps[me], 0.5, path=paths[me])
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+
+
+def test_library_clusters_below_the_floor_compares_every_pair(tmp_path, caplog):
+    store = Store(tmp_path)
+    store.put("m", photos(np.random.default_rng(5), 80))
+    with caplog.at_level(logging.INFO, logger="imagecluster._library"):
+        groups = library_clusters(tmp_path, store, "m", sim=0.3)
+    assert [[p.relative_to(tmp_path).as_posix() for p in g] for g in groups] == expected(store, 0.3)
+    assert any("below the similarity graph's floor" in r.getMessage() for r in caplog.records)
+    assert not LibraryGraph(store, "m").file.exists()
+    assert library_clusters(tmp_path, store, "m", sim=0.7)
+    assert LibraryGraph(store, "m").file.exists()
