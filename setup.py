@@ -28,6 +28,9 @@ setup(
         "scipy>=1.10",
         "Pillow>=10.0",
         "tqdm>=4.60",
+        # Camera RAW files (CR2, NEF, ARW, DNG, ...): LibRaw inside the wheels.
+        # Imported only when a RAW file is read.
+        "rawpy>=0.21",
         # The inference runtime. Linux x86-64 gets the CPU-only build (~300 MB),
         # never a multi-GB CUDA build; other platforms' "tensorflow" is CPU-only.
         'tensorflow-cpu>=2.16; platform_system == "Linux" and platform_machine == "x86_64"',

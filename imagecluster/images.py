@@ -13,9 +13,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ._exceptions import InvalidParameter, LibraryNotFound, NotAnImage
+from ._raw import RAW_SUFFIXES, SIDECAR_SUFFIXES, open_raw
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "RAW_SUFFIXES",
+    "SIDECAR_SUFFIXES",
     "STORE_DIRNAME",
     "TREE_MARKER",
     "check_library",
@@ -26,10 +29,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File name endings (lower case) that are treated as photos.
+#: File name endings (lower case) that are treated as photos; camera RAW files
+#: (:data:`RAW_SUFFIXES`) are read through LibRaw.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
-)
+) | RAW_SUFFIXES
 
 #: The per-library folder that holds the fingerprint store; never indexed.
 STORE_DIRNAME = ".imagecluster"
@@ -59,6 +63,8 @@ def is_image_name(name):
     if base.startswith("."):
         return False
     suffix = os.path.splitext(base)[1].lower()
+    if suffix in SIDECAR_SUFFIXES:  # edits and thumbnails beside a photo: silently not photos
+        return False
     if suffix in {".heic", ".heif"} and not _HEIF_AVAILABLE:
         return False
     return suffix in IMAGE_SUFFIXES
@@ -120,7 +126,8 @@ def check_library(library):
 def load_image(path, size):
     """Decode one photo to an RGB array of shape ``(size, size, 3)``, uint8.
 
-    EXIF orientation is applied, a GIF gives its first frame, transparency is
+    EXIF orientation is applied, a GIF gives its first frame, a camera RAW
+    file its embedded preview or a half-size demosaic, transparency is
     flattened onto white, and the whole photo is squashed to a square (like the
     original imagecluster), so nothing at its edges is cropped away.
 
@@ -141,6 +148,10 @@ def load_image(path, size):
         The file cannot be decoded (not an image, truncated, far too large).
     """
     try:
+        if os.path.splitext(os.fspath(path))[1].lower() in RAW_SUFFIXES:
+            # The RAW's embedded preview or a half-size demosaic, upright (see _raw).
+            im = open_raw(path, size)
+            return np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
         # Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (179 MP) with
         # DecompressionBombError, caught below as "too many pixels".
         with Image.open(path) as im:
