@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from ._library import index_library, library_clusters
+from ._pairs import check_pair_link
 from ._pipeline import DEFAULT_BATCH_SIZE, check_batch_size, iter_fingerprint_batches, resolve_model
 from ._progress import ProgressBar
 from .cluster import DEFAULT_SIM, check_cut, check_min_size, check_sim
@@ -58,7 +59,7 @@ def fingerprints(paths, *, model=None, batch_size=DEFAULT_BATCH_SIZE, progress=F
 
 def run_cluster(
     library, *, sim=DEFAULT_SIM, out=None, model=None, min_size=2, cut="absolute",
-    batch_size=DEFAULT_BATCH_SIZE, progress=False, write=True,
+    batch_size=DEFAULT_BATCH_SIZE, progress=False, write=True, pair_link="jpeg",
 ):
     """Index, cluster and write the tree; returns ``(report, clusters, tree)``.
 
@@ -70,6 +71,7 @@ def run_cluster(
     cut = check_cut(cut)
     min_size = check_min_size(min_size)
     batch_size = check_batch_size(batch_size)
+    pair_link = check_pair_link(pair_link)
     out = Path(os.path.abspath(os.path.expanduser(out))) if out is not None else default_tree_folder(root)
     model = resolve_model(model)
     store = Store(root)
@@ -77,7 +79,7 @@ def run_cluster(
         report = index_library(
             root, model=model, store=store, exclude=[out], batch_size=batch_size, progress=bar,
         )
-    clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut)
+    clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut, pair_link=pair_link)
     tree = None
     if write:
         info = {"library": os.fspath(root), "sim": sim, "cut": cut, "model": model.name, "min_size": min_size}
@@ -87,6 +89,7 @@ def run_cluster(
 
 def cluster_folder(
     path, *, sim=DEFAULT_SIM, out=None, model=None, min_size=2, cut="absolute", progress=False, write=True,
+    pair_link="jpeg",
 ):
     """Cluster a folder of photos by content, like ``imagecluster cluster``.
 
@@ -111,6 +114,10 @@ def cluster_folder(
         Show a progress bar on a terminal.
     write : bool, default=True
         Write the symlink tree.
+    pair_link : {"jpeg", "raw"}, default="jpeg"
+        A RAW and a JPEG of one shot (same folder, same name, e.g.
+        ``IMG_0001.CR2`` + ``IMG_0001.JPG``) are one photo: which of the two
+        is listed and linked.
 
     Returns
     -------
@@ -126,5 +133,6 @@ def cluster_folder(
     """
     _, clusters, _ = run_cluster(
         path, sim=sim, out=out, model=model, min_size=min_size, cut=cut, progress=progress, write=write,
+        pair_link=pair_link,
     )
     return clusters

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._pairs import one_per_shot
 from ._pipeline import DEFAULT_BATCH_SIZE, Failure, iter_fingerprint_batches, resolve_model
 from .cluster import cluster
 from .graph import LibraryGraph
@@ -144,7 +145,9 @@ def _relative(path, root):
     return Path(path).relative_to(root).as_posix()
 
 
-def library_clusters(root, store, model_name, *, sim, min_size=2, cut="absolute", graph=None, progress=None):
+def library_clusters(
+    root, store, model_name, *, sim, min_size=2, cut="absolute", graph=None, progress=None, pair_link="jpeg",
+):
     """Cluster the stored fingerprints of one library; clusters of absolute Paths, largest first.
 
     With the absolute cut at a ``sim`` at or above the graph's floor, the
@@ -167,6 +170,9 @@ def library_clusters(root, store, model_name, *, sim, min_size=2, cut="absolute"
         opens the saved one.
     progress : callable, default=None
         ``progress(done, total)`` while a graph is first built.
+    pair_link : {"jpeg", "raw"}, default="jpeg"
+        Which file of a RAW + JPEG pair (one shot) is listed; the other is
+        left out, and clusters count shots (see :mod:`imagecluster._pairs`).
 
     Returns
     -------
@@ -176,10 +182,11 @@ def library_clusters(root, store, model_name, *, sim, min_size=2, cut="absolute"
         graph = graph if graph is not None else LibraryGraph(store, model_name)
         if sim >= graph.floor:
             graph.update(progress=progress)
-            return [[root / p for p in group] for group in graph.clusters(sim, min_size)]
+            groups = [[root / p for p in group] for group in graph.clusters(sim, min_size)]
+            return one_per_shot(groups, link=pair_link, min_size=min_size)
         logger.info("sim %s is below the similarity graph's floor %s: comparing every pair of photos", sim, graph.floor)
     paths, fingerprints = store.fingerprints(model_name)
     if len(paths) == 0:
         return []
     groups = cluster(fingerprints, sim, min_size, cut=cut)
-    return [[root / paths[i] for i in group] for group in groups]
+    return one_per_shot([[root / paths[i] for i in group] for group in groups], link=pair_link, min_size=min_size)

@@ -19,6 +19,7 @@ from . import __version__
 from ._api import run_cluster
 from ._exceptions import ImageClusterError
 from ._library import index_library
+from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
 from .cluster import CUTS, DEFAULT_SIM
 from .images import check_library
@@ -96,6 +97,11 @@ def _build_parser():
         "--cut", choices=CUTS, default="absolute",
         help="absolute (default): sim means the same in any library; relative: the original "
         "imagecluster rule, cut at (1 - sim) x the largest distance in this library",
+    )
+    cluster.add_argument(
+        "--pair-link", choices=PAIR_LINKS, default="jpeg",
+        help="a RAW and a JPEG of one shot (IMG_1.CR2 + IMG_1.JPG) are one photo: which one the tree links "
+        "(default jpeg)",
     )
     cluster.set_defaults(run=_run_cluster)
 
@@ -181,7 +187,7 @@ def _positive_int(text):
 def _run_cluster(args):
     report, clusters, tree = run_cluster(
         args.folder, sim=args.sim, out=args.out, model=args.model, min_size=args.min_size,
-        cut=args.cut, batch_size=args.batch_size, progress=True,
+        cut=args.cut, batch_size=args.batch_size, progress=True, pair_link=args.pair_link,
     )
     _print_report(report)
     _print_clusters(clusters)

@@ -24,6 +24,7 @@ except ImportError:  # Python 3.10
 
 from .._api import default_tree_folder
 from .._exceptions import InvalidParameter
+from .._pairs import PAIR_LINKS
 from .._xdg import xdg_config_home
 from ..cluster import CUTS, DEFAULT_SIM, check_sim
 from ..models import DEFAULT_MODEL, MODEL_NAMES
@@ -52,6 +53,9 @@ class Config:
         How ``sim`` cuts the dendrogram.
     min_size : int, default=2
         Smallest cluster reported and written.
+    pair_link : {"jpeg", "raw"}, default="jpeg"
+        A RAW and a JPEG of one shot (same folder, same name) are one photo:
+        which of the two clusters list and trees link.
     settle_seconds : float, default=1.0
         A new or changed file is fingerprinted once its size and mtime stayed
         the same this long.
@@ -72,6 +76,7 @@ class Config:
     model: str = DEFAULT_MODEL
     cut: str = "absolute"
     min_size: int = 2
+    pair_link: str = "jpeg"
     settle_seconds: float = 1.0
     worker_idle_seconds: float = 60.0
     batch_size: int = 32
@@ -266,6 +271,7 @@ _CHECKS = {
     "model": _check_choice(MODEL_NAMES),
     "cut": _check_choice(CUTS),
     "min_size": _check_count,
+    "pair_link": _check_choice(PAIR_LINKS),
     "batch_size": _check_count,
     "settle_seconds": _check_seconds,
     "worker_idle_seconds": _check_interval,

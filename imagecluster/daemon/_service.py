@@ -394,7 +394,8 @@ class ImageClusterInterface(ServiceInterface):
         config, model = self._config, self._indexer.model_name
         with self._graphs.of(library) as graph:
             groups = library_clusters(library, self._indexer.store(library), model, sim=sim,
-                                      min_size=config.min_size, cut=config.cut, graph=graph)
+                                      min_size=config.min_size, cut=config.cut, graph=graph,
+                                      pair_link=config.pair_link)
         groups = _on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}

@@ -1,0 +1,71 @@
+"""RAW + JPEG from one shot count as one photo.
+
+Most cameras can save every shot twice, as ``IMG_0001.CR2`` and
+``IMG_0001.JPG`` in the same folder. Both are fingerprinted (so either path
+can be asked about), and their fingerprints are nearly the same, so clustering
+would put the two together: a "cluster" of one shot. Clusters are therefore
+reduced to one entry per shot afterwards, and a cluster left with fewer shots
+than the minimum size is dropped.
+"""
+
+import os
+from pathlib import Path
+
+from ._exceptions import InvalidParameter
+from ._raw import RAW_SUFFIXES
+
+__all__ = ["PAIR_LINKS", "check_pair_link", "one_per_shot"]
+
+#: Which file of a RAW + JPEG pair stands for the shot in clusters and trees:
+#: ``"jpeg"`` the camera's JPEG (or HEIC; any non-RAW photo), ``"raw"`` the RAW file.
+PAIR_LINKS = ("jpeg", "raw")
+
+
+def check_pair_link(link):
+    """Return ``link`` if it is one of :data:`PAIR_LINKS`, else raise InvalidParameter."""
+    if link not in PAIR_LINKS:
+        raise InvalidParameter(f"pair_link must be one of {', '.join(PAIR_LINKS)}, got {link!r}")
+    return link
+
+
+def _is_raw(path):
+    return os.path.splitext(os.fspath(path))[1].lower() in RAW_SUFFIXES
+
+
+def one_per_shot(groups, *, link="jpeg", min_size=2):
+    """Keep one file per shot in each cluster; drop clusters left too small.
+
+    Parameters
+    ----------
+    groups : list of list of path-like
+        Clusters, largest first (as :func:`imagecluster.cluster.cluster` orders them).
+    link : {"jpeg", "raw"}, default="jpeg"
+        Which file of a RAW + JPEG pair is kept (see :data:`PAIR_LINKS`).
+    min_size : int, default=2
+        Smallest number of shots a cluster must keep.
+
+    Returns
+    -------
+    list of list of pathlib.Path
+        Clusters of distinct shots, in their order (largest first, ties as given).
+        Files that are not part of a pair are untouched.
+    """
+    out = []
+    for group in groups:
+        by_stem = {}  # a shot: its folder and its name without the ending
+        for path in group:
+            by_stem.setdefault(os.path.splitext(os.fspath(path))[0], []).append(path)
+        kept = [path for files in by_stem.values() for path in _keep(files, link)]
+        if len(kept) >= min_size:
+            out.append([Path(p) for p in kept])
+    out.sort(key=len, reverse=True)  # stable: equal sizes keep their order
+    return out
+
+
+def _keep(files, link):
+    """The files of one stem that stay: the wanted side of a RAW + JPEG pair, else all of them."""
+    raws = [f for f in files if _is_raw(f)]
+    others = [f for f in files if not _is_raw(f)]
+    if raws and others:
+        return others if link == "jpeg" else raws
+    return files  # a.jpg beside a.png are two photos: not our rule
