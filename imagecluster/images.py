@@ -7,6 +7,7 @@ network wants, which is most of the speed of the whole pipeline.
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,11 @@ def find_images(library, *, exclude=()):
     Symlinks (to files or folders) are not followed: a library's photos are
     the files that really live in it.
 
+    Names are listed by their ending only, without opening anything: a FIFO,
+    socket or device named like a photo is listed, and :func:`load_image`
+    then refuses it without opening it ("not a regular file"), so it is
+    reported as skipped with that reason instead of silently missing.
+
     Parameters
     ----------
     library : str or os.PathLike
@@ -145,24 +151,30 @@ def load_image(path, size):
     Raises
     ------
     NotAnImage
-        The file cannot be decoded (not an image, truncated, far too large).
+        The file cannot be decoded (not an image, truncated, far too large),
+        or is not a regular file (a FIFO, socket or device is never opened,
+        so it cannot make the call wait).
     """
     try:
-        if os.path.splitext(os.fspath(path))[1].lower() in RAW_SUFFIXES:
-            # The RAW's embedded preview or a half-size demosaic, upright (see _raw).
-            im = open_raw(path, size)
-            return np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
-        # Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (179 MP) with
-        # DecompressionBombError, caught below as "too many pixels".
-        with Image.open(path) as im:
-            # draft() only changes JPEG decoding: libjpeg scales by 1/2, 1/4
-            # or 1/8 in the DCT domain, as far as keeps both sides at least
-            # `size`; the resize below then averages the rest.
-            im.draft("RGB", (size, size))
-            im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-            im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-            return np.asarray(im, dtype=np.uint8)
+        with _open_regular(path) as f:
+            if os.path.splitext(os.fspath(path))[1].lower() in RAW_SUFFIXES:
+                # The RAW's embedded preview or a half-size demosaic, upright (see _raw).
+                # LibRaw opens by name: /proc/self/fd names the very file checked above.
+                im = open_raw(_fd_name(f, path), size)
+                return np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+            # Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (179 MP) with
+            # DecompressionBombError, caught below as "too many pixels".
+            with Image.open(f) as im:
+                # draft() only changes JPEG decoding: libjpeg scales by 1/2, 1/4
+                # or 1/8 in the DCT domain, as far as keeps both sides at least
+                # `size`; the resize below then averages the rest.
+                im.draft("RGB", (size, size))
+                im = _upright(im)
+                im = _to_rgb(im)
+                im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+                return np.asarray(im, dtype=np.uint8)
+    except NotAnImage:
+        raise
     except MemoryError as exc:
         raise NotAnImage(f"{os.fspath(path)}: not enough memory to decode it") from exc
     except Exception as exc:
@@ -170,6 +182,60 @@ def load_image(path, size):
         # raise nearly anything (struct.error, IndexError, ...). None of that
         # may stop a run over a whole library.
         raise NotAnImage(f"{os.fspath(path)}: {_describe(exc)}") from exc
+
+
+def _open_regular(path):
+    """Open ``path`` for reading only if it is a regular file; never blocks on a FIFO or device.
+
+    The type is checked with ``stat`` before any open, because opening some
+    devices has effects of its own (a tape rewinds, a watchdog arms) and
+    opening a FIFO waits for a writer. The open itself is non-blocking and
+    checked again with ``fstat``, so a file swapped for a FIFO in between is
+    refused too, and what Pillow reads is exactly the file checked.
+    A ``stat`` on a hung hard-mounted network file system still blocks in
+    the kernel; no user-space code can bound that.
+    """
+    _check_regular(os.stat(path), path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        _check_regular(os.fstat(fd), path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_regular(st, path):
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise NotAnImage(f"{os.fspath(path)}: is a folder")
+    raise NotAnImage(f"{os.fspath(path)}: not a regular file ({_file_kind(st.st_mode)})")
+
+
+def _file_kind(mode):
+    kinds = (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _fd_name(f, path):
+    """A name that opens the same file as ``f`` (Linux), else ``path``."""
+    name = f"/proc/self/fd/{f.fileno()}"
+    return name if os.path.exists(name) else path
+
+
+def _upright(im):
+    """Apply the EXIF orientation; a damaged EXIF block leaves the pixels as stored, not the photo unread."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as exc:  # noqa: BLE001 - untrusted metadata; its parsers raise anything
+        logger.debug("%s: EXIF orientation unreadable (%s); using the pixels as stored", im, exc)
+        return im
 
 
 def _to_rgb(im):

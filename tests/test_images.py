@@ -163,3 +163,32 @@ def test_decompression_bomb_is_refused(tmp_path):
     Image.new("1", (14000, 13000)).save(path)  # 182 MP in 22 KB
     with pytest.raises(NotAnImage, match="too many pixels"):
         load_image(path, 32)
+
+
+def test_special_files_named_like_photos_are_refused_without_blocking(tmp_path):
+    import socket
+    import stat
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.jpg")  # open(2) on it would wait for a writer forever
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(os.fspath(tmp_path / "sock.jpg"))
+        expected = {"pipe.jpg": "not a regular file (FIFO)", "sock.jpg": "not a regular file (socket)"}
+        if os.geteuid() == 0:  # mknod of a device needs root; /dev/null's numbers, harmless to open
+            os.mknod(tmp_path / "null.jpg", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+            expected["null.jpg"] = "not a regular file (character device)"
+        assert sorted(p.name for p in find_images(tmp_path)) == sorted(expected)  # listed, so reported
+        results = {}
+
+        def load_all():
+            for name in expected:
+                try:
+                    load_image(tmp_path / name, 224)
+                except NotAnImage as exc:
+                    results[name] = str(exc)
+
+        thread = threading.Thread(target=load_all, daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "load_image blocked on a special file"
+    assert results == {name: f"{tmp_path / name}: {reason}" for name, reason in expected.items()}
