@@ -11,7 +11,7 @@ from ._progress import ProgressBar
 from .cluster import DEFAULT_SIM, check_cut, check_min_size, check_sim
 from .images import check_library
 from .store import Store
-from .tree import write_tree
+from .tree import check_tree_folder, write_tree
 
 __all__ = ["cluster_folder", "default_tree_folder", "fingerprints", "run_cluster"]
 
@@ -72,12 +72,13 @@ def run_cluster(
     min_size = check_min_size(min_size)
     batch_size = check_batch_size(batch_size)
     pair_link = check_pair_link(pair_link)
-    out = Path(os.path.abspath(os.path.expanduser(out))) if out is not None else default_tree_folder(root)
+    if write:  # before any indexing: a bad tree folder inside the library would cost its photos' fingerprints
+        out = check_tree_folder(default_tree_folder(root) if out is None else out, libraries=[root])
     model = resolve_model(model)
     store = Store(root)
     with ProgressBar(f"fingerprinting {root.name or root}", enabled=progress) as bar:
         report = index_library(
-            root, model=model, store=store, exclude=[out], batch_size=batch_size, progress=bar,
+            root, model=model, store=store, exclude=[out] if write else [], batch_size=batch_size, progress=bar,
         )
     clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut, pair_link=pair_link)
     tree = None

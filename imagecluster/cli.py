@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import __version__
 from ._api import run_cluster
-from ._exceptions import ImageClusterError
+from ._exceptions import ImageClusterError, InvalidParameter
 from ._library import index_library
 from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
@@ -55,6 +55,9 @@ def main(argv=None):
     )
     try:
         return args.run(args)
+    except InvalidParameter as exc:  # a value only the work could check (e.g. --out inside the library)
+        print(f"imagecluster: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ImageClusterError as exc:
         print(f"imagecluster: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -229,7 +232,6 @@ def _run_install_service(args):
 
 
 def _run_install_darktable_plugin(args):
-    from ._exceptions import InvalidParameter
     from .plugin_api._darktable import install_darktable_plugin, plugin_warnings
 
     try:

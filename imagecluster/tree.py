@@ -25,7 +25,7 @@ from pathlib import Path
 from ._exceptions import InvalidParameter, NotOurTree, TreeError
 from .images import TREE_MARKER
 
-__all__ = ["is_own_tree", "write_tree"]
+__all__ = ["check_tree_folder", "is_own_tree", "write_tree"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,55 @@ def is_own_tree(folder):
     """Whether ``folder`` is a cluster tree that imagecluster wrote (holds the marker file)."""
     marker = Path(folder) / TREE_MARKER
     return marker.is_file() and not marker.is_symlink()
+
+
+def check_tree_folder(out, *, libraries=()):
+    """Where a cluster tree may be written, checked before any work is done.
+
+    Inside a library the tree folder is never indexed, so a folder of photos
+    there must not become the tree: its photos would lose their fingerprints
+    and the tree could never be written. Checking first means a mistaken
+    ``--out`` costs nothing.
+
+    Parameters
+    ----------
+    out : path-like
+        The tree's folder.
+    libraries : iterable of path-like, default=()
+        The photo folders; inside one of them ``out`` must not exist yet, be
+        empty, or be a tree imagecluster wrote.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``, absolute (``~`` expanded).
+
+    Raises
+    ------
+    InvalidParameter
+        ``out`` is inside a library and is a file, a symlink or a folder
+        imagecluster did not write.
+    NotOurTree
+        ``out`` is outside every library and exists but is not replaceable
+        (see :func:`write_tree`).
+    """
+    if out is None or os.fspath(out) == "":
+        raise InvalidParameter("no folder given for the cluster tree")
+    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    real = Path(os.path.realpath(out))
+    for library in libraries:
+        library = Path(os.path.realpath(os.path.expanduser(os.fspath(library))))
+        if real.is_relative_to(library):
+            try:
+                _check_replaceable(out)
+            except NotOurTree:
+                raise InvalidParameter(
+                    f"{out} is inside the library {library} and was not written by imagecluster: "
+                    "its photos would be left out. Choose a new folder for the cluster tree."
+                ) from None
+            return out
+    _check_replaceable(out)
+    return out
 
 
 def write_tree(clusters, out, *, info=None):

@@ -71,3 +71,27 @@ def test_no_command_shows_help():
     result = run()
     assert result.returncode == 2
     assert "cluster" in result.stdout
+
+
+def snapshot(folder):
+    """Every file below ``folder`` (store included) with its bytes: equal snapshots mean nothing changed."""
+    found = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+    return found
+
+
+def test_out_inside_the_library_is_refused_before_any_indexing(burst_library):
+    assert run("cluster", burst_library).returncode == 0
+    (burst_library / "2023" / "05" / "new.jpg").write_bytes((burst_library / "2024" / "cat_3.jpg").read_bytes())
+    before = snapshot(burst_library)
+    for out in (burst_library / "2023", burst_library, burst_library / "2024" / "cat_3.jpg"):
+        result = run("cluster", burst_library, "--out", out)
+        assert result.returncode == 2, result.stderr
+        assert "inside the library" in result.stderr and str(out) in result.stderr
+        assert snapshot(burst_library) == before  # no fingerprint dropped, new.jpg not indexed either
+    again = run("cluster", burst_library)
+    assert again.returncode == 0 and "1 new, 0 changed, 6 unchanged" in again.stdout

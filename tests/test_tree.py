@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,28 @@ def test_files_put_into_an_old_tree_are_kept(photos, tmp_path):
     assert len(kept) == 1
     assert (kept[0] / "cluster_with_2" / "cluster_0" / "copied.jpg").read_bytes() == b"a real photo the user copied in"
     assert set(links(out)) == {"cluster_with_2/cluster_0/x.png", "cluster_with_2/cluster_0/z.jpg"}
+
+
+def test_check_tree_folder_inside_a_library_wants_a_new_empty_or_own_folder(photos, tmp_path):
+    from imagecluster import InvalidParameter
+    from imagecluster.tree import check_tree_folder
+
+    assert check_tree_folder(photos / "clusters", libraries=[photos]) == photos / "clusters"  # new
+    (photos / "empty").mkdir()
+    assert check_tree_folder(photos / "empty", libraries=[photos]) == photos / "empty"
+    write_tree([[photos / "y.jpg", photos / "z.jpg"]], photos / "groups")
+    assert check_tree_folder(photos / "groups", libraries=[photos]) == photos / "groups"  # ours
+    for folder in (photos / "a", photos, photos / "y.jpg"):  # photos, the library itself, a photo
+        with pytest.raises(InvalidParameter, match="inside the library .* not written by imagecluster"):
+            check_tree_folder(folder, libraries=[photos])
+    os.symlink(photos / "a", tmp_path / "lib-a")  # reached through a symlink: still inside
+    with pytest.raises(InvalidParameter, match="inside the library"):
+        check_tree_folder(tmp_path / "lib-a", libraries=[tmp_path / "elsewhere", photos])
+    # outside every library: the rule of write_tree
+    (tmp_path / "albums").mkdir()
+    (tmp_path / "albums" / "keep.txt").write_text("mine")
+    with pytest.raises(NotOurTree):
+        check_tree_folder(tmp_path / "albums", libraries=[photos])
+    assert check_tree_folder("~/nowhere-new", libraries=[photos]) == Path(os.path.expanduser("~/nowhere-new"))
+    with pytest.raises(InvalidParameter):
+        check_tree_folder("", libraries=[photos])

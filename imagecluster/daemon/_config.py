@@ -23,11 +23,12 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from .._api import default_tree_folder
-from .._exceptions import InvalidParameter
+from .._exceptions import InvalidParameter, NotOurTree
 from .._pairs import PAIR_LINKS
 from .._xdg import xdg_config_home
 from ..cluster import CUTS, DEFAULT_SIM, check_sim
 from ..models import DEFAULT_MODEL, MODEL_NAMES
+from ..tree import check_tree_folder
 
 __all__ = ["Config", "ConfigError", "default_config_path", "load_config"]
 
@@ -68,7 +69,8 @@ class Config:
     out : tuple of pathlib.Path, default=()
         The cluster tree of each library, in the order of ``libraries``;
         empty means ``<library>/clusters`` for each. The indexer never
-        indexes these folders.
+        indexes these folders, so one inside a library must not exist yet,
+        be empty, or be a tree imagecluster wrote (else ConfigError).
     """
 
     libraries: tuple
@@ -91,6 +93,7 @@ class Config:
         if self.out and len(self.out) != len(libraries):
             raise ConfigError(f"out needs one folder per library ({len(libraries)}), got {len(self.out)}")
         out = tuple(_absolute(p, "out") for p in self.out) or tuple(default_tree_folder(p) for p in libraries)
+        _check_out(out, libraries)
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "libraries", libraries)
         set_(self, "out", out)
@@ -219,6 +222,17 @@ def _check_distinct(libraries):
             if a.is_relative_to(b) or b.is_relative_to(a):
                 inner, outer = (a, b) if a.is_relative_to(b) else (b, a)
                 raise ConfigError(f"library {inner} is inside library {outer}; give only {outer}")
+
+
+def _check_out(out, libraries):
+    """A tree folder inside a library must be new, empty or a tree: else its photos would never be indexed."""
+    for folder in out:
+        try:
+            check_tree_folder(folder, libraries=libraries)
+        except NotOurTree:
+            pass  # outside every library: refused only when a tree is written there (it may be emptied meanwhile)
+        except InvalidParameter as exc:
+            raise ConfigError(f"out: {exc}") from None
 
 
 def _check_choice(choices):

@@ -113,3 +113,24 @@ def test_the_cluster_command_does_not_import_the_daemon():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_tree_folder_inside_a_library_must_be_new_empty_or_a_tree(tmp_path, xdg, capsys):
+    lib = tmp_path / "photos"
+    (lib / "2024").mkdir(parents=True)
+    (lib / "2024" / "beach.jpg").write_bytes(b"a photo the indexer must not lose")
+    write(xdg, f"libraries = [{{ path = '{lib}', out = '{lib / '2024'}' }}]\n")
+    with pytest.raises(ConfigError, match=r"out: .*2024 is inside the library .*photos and was not written"):
+        load_config()
+    assert main(["daemon"]) == 2  # stops at start, before any indexing
+    assert f"{lib / '2024'} is inside the library" in capsys.readouterr().err
+    (lib / "clusters").mkdir()
+    (lib / "clusters" / "mine.txt").write_text("the default tree folder, taken by the user")
+    with pytest.raises(ConfigError, match="clusters is inside the library"):
+        load_config(libraries=[str(lib)])
+    # new, or outside every library (checked only when a tree is written there): accepted
+    assert load_config(libraries=[str(lib / "2024")]).out == (lib / "2024" / "clusters",)
+    write(xdg, f"libraries = [{{ path = '{lib}', out = '{lib / 'groups'}' }}]\n")
+    assert load_config().out == (lib / "groups",)
+    write(xdg, f"libraries = [{{ path = '{lib / '2024'}', out = '{lib / 'clusters'}' }}]\n")
+    assert load_config().out == (lib / "clusters",)
