@@ -1,8 +1,8 @@
 """The ``imagecluster`` command: wires the core together for a person at a terminal.
 
 Exit status: 0 success, 1 the work failed (message on stderr), 2 a usage
-mistake (bad option or value), 130 interrupted; ``daemon`` also 3: another
-daemon owns the bus name. ``remote`` has a code per error kind
+mistake (bad option or value), 130 interrupted, 141 stdout closed early
+(``| head``); ``daemon`` also 3: another daemon owns the bus name. ``remote`` has a code per error kind
 (``imagecluster remote --help``, doc/plugin-guide.rst).
 """
 
@@ -10,6 +10,7 @@ import argparse
 import collections
 import logging
 import math
+import os
 import sys
 import warnings
 
@@ -29,6 +30,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: The reader of stdout went away (``| head``): what a shell shows for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 # Skipped files listed one by one before the rest is only counted.
 _MAX_LISTED = 20
@@ -54,7 +57,14 @@ def main(argv=None):
         format="imagecluster: %(message)s",
     )
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return status
+    except BrokenPipeError:
+        # `imagecluster cluster DIR | head -1`: the reader has what it wanted. The
+        # work is done (output comes last); what is still buffered goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except InvalidParameter as exc:  # a value only the work could check (e.g. --out inside the library)
         print(f"imagecluster: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

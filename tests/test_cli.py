@@ -95,3 +95,17 @@ def test_out_inside_the_library_is_refused_before_any_indexing(burst_library):
         assert snapshot(burst_library) == before  # no fingerprint dropped, new.jpg not indexed either
     again = run("cluster", burst_library)
     assert again.returncode == 0 and "1 new, 0 changed, 6 unchanged" in again.stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    # As `imagecluster cluster DIR | head -1` once head has its line: the read end is gone.
+    (tmp_path / "photos").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imagecluster", "cluster", tmp_path / "photos"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141
+    assert stderr == b""  # no BrokenPipeError traceback, no "Exception ignored" at exit
+    assert (tmp_path / "photos" / "clusters").is_dir()  # the work was done before the output
