@@ -30,6 +30,12 @@ where ``payload`` is a protocol-5 pickle of a tuple of builtins:
 ``("move", old_path, new_path)``
     In every model: forget ``new_path``, then rename ``old_path`` (when
     present) to ``new_path``.
+``("fail", model, path, size, mtime_ns, reason)``
+    The file at ``path``, at that size and mtime, could not be read as a
+    photo (``reason`` a short text): it is not tried again until it changes.
+    A later ``put`` or ``del`` of the path forgets it. (Added after version
+    1's first release; a snapshot keeps these under the optional key
+    ``"failed"``: ``{model: {"paths", "sizes", "mtimes", "reasons"}}``.)
 
 Every pickle here is read with :class:`SafeUnpickler`, which refuses every
 global, so a tampered file can at worst describe builtin containers, never run
@@ -51,7 +57,7 @@ import numpy as np
 from ._exceptions import InvalidParameter
 
 __all__ = [
-    "DTYPES", "BadRecord", "Entry", "Model", "SafeUnpickler", "State", "all_finite", "all_relpaths",
+    "DTYPES", "BadRecord", "Entry", "Model", "SafeUnpickler", "State", "Unreadable", "all_finite", "all_relpaths",
     "check_int", "check_iterable", "check_model", "check_path", "check_vector", "encode", "is_relpath",
     "iter_records", "safe_load",
 ]
@@ -72,6 +78,8 @@ _BAD_JOINED = (
 # High bytes of little-endian float16 values whose exponent is not all ones (finite values).
 _F16_FINITE_HIGH_BYTES = bytes(b for b in range(256) if b & 0x7C != 0x7C)
 _CHUNK = 1 << 20  # elements per step in whole-matrix scans
+_MAX_RECORD = 1 << 26  # no record we write comes near 64 MB (one put is one batch of photos)
+_PICKLE_START = b"\x80\x05"  # protocol 5
 
 
 class BadRecord(Exception):
@@ -81,10 +89,11 @@ class BadRecord(Exception):
     on its next write.
     """
 
-    def __init__(self, offset, reason):
+    def __init__(self, offset, reason, *, torn=False):
         super().__init__(f"bad journal record at byte {offset}: {reason}")
         self.offset = offset
         self.reason = reason
+        self.torn = torn  # cut short by the end of the file: a crash during an append, not damage
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -198,11 +207,14 @@ def iter_records(data, start) -> Iterator[tuple[int, tuple]]:
     while pos < len(view):
         offset = start + pos
         if len(view) - pos < HEADER.size:
-            raise BadRecord(offset, "torn record header")
+            raise BadRecord(offset, "torn record header", torn=True)
         length, crc = HEADER.unpack_from(view, pos)
         payload = view[pos + HEADER.size : pos + HEADER.size + length]
         if len(payload) < length:
-            raise BadRecord(offset, "torn record")
+            # An append cut short by a crash has a plausible length and starts like our pickles;
+            # random bytes past the last record almost never do.
+            torn = length <= _MAX_RECORD and bytes(payload[:2]) in (b"", b"\x80", _PICKLE_START)
+            raise BadRecord(offset, "torn record" if torn else "damaged record (impossible length)", torn=torn)
         if zlib.crc32(payload) != crc:
             raise BadRecord(offset, "checksum mismatch")
         try:
@@ -258,6 +270,17 @@ def _record_problem(record):
         ok = ok and is_relpath(record[2])
     elif kind == "move":
         ok = len(record) == 3 and is_relpath(record[1]) and is_relpath(record[2])
+    elif kind == "fail":
+        ok = (
+            len(record) == 6
+            and type(record[1]) is str
+            and record[1] != ""
+            and is_relpath(record[2])
+            and _is_int(record[3])
+            and record[3] >= 0
+            and _is_int(record[4])
+            and type(record[5]) is str
+        )
     else:
         return f"unknown record kind {kind!r}"[:80]
     return "" if ok else f"malformed {kind} record"
@@ -354,13 +377,22 @@ class Model:
         return list(self.paths), matrix
 
 
+class Unreadable(NamedTuple):
+    """A file that could not be read as a photo, at the size and mtime it had then."""
+
+    size: int
+    mtime_ns: int
+    reason: str
+
+
 class State:
-    """The store's content in memory, free of I/O: models and the snapshot token."""
+    """The store's content in memory, free of I/O: models, unreadable files and the snapshot token."""
 
     def __init__(self, dtype, token=None):
         self.dtype = dtype
         self.token = token
         self.models = {}
+        self.failed = {}  # model -> {path: Unreadable}
 
     @classmethod
     def from_snapshot(cls, obj, dtype):
@@ -377,7 +409,25 @@ class State:
             if type(name) is not str or not name or type(m) is not dict:
                 raise ValueError("bad model entry")
             state._load_model(name, *(m.get(k) for k in ("dim", "dtype", "paths", "sizes", "mtimes", "data")))
+        failed = obj.get("failed", {})
+        if type(failed) is not dict:
+            raise ValueError("bad failed entry")
+        for name, f in failed.items():
+            state._load_failed(name, f)
         return state
+
+    def _load_failed(self, name, failed):
+        if type(name) is not str or not name or type(failed) is not dict:
+            raise ValueError("bad failed entry")
+        paths, sizes, mtimes, reasons = (failed.get(k) for k in ("paths", "sizes", "mtimes", "reasons"))
+        if not (type(paths) is type(sizes) is type(mtimes) is type(reasons) is list):
+            raise ValueError(f"unreadable files of {name!r}: bad field types")
+        if not len(paths) == len(sizes) == len(mtimes) == len(reasons) or not all_relpaths(paths):
+            raise ValueError(f"unreadable files of {name!r}: fields disagree or a path is not relative")
+        if not (all(type(v) is int for v in sizes + mtimes) and all(type(r) is str for r in reasons)):
+            raise ValueError(f"unreadable files of {name!r}: bad values")
+        if paths:
+            self.failed[name] = {p: Unreadable(*t) for p, t in zip(paths, zip(sizes, mtimes, reasons))}
 
     def _load_model(self, name, dim, dtype, paths, sizes, mtimes, data):
         where = f"model {name!r}"
@@ -406,6 +456,11 @@ class State:
             entries = dict(zip(paths, map(tuple.__new__, itertools.repeat(Entry), zip(sizes, mtimes))))
             self.models[name] = Model(dim, matrix, list(paths), entries)
 
+    def _forget_failure(self, model, path):
+        failed = self.failed.get(model)
+        if failed is not None and failed.pop(path, None) is not None and not failed:
+            del self.failed[model]
+
     def to_snapshot(self, token):
         """The snapshot dict (builtins only) for the current content."""
         models = {}
@@ -419,7 +474,15 @@ class State:
                 "mtimes": [m.entries[p].mtime_ns for p in paths],
                 "data": m.take(paths).astype(self.dtype, copy=False).tobytes(),
             }
-        return {"format": FORMAT, "version": VERSION, "token": token, "models": models}
+        failed = {}
+        for name, f in sorted(self.failed.items()):
+            paths = sorted(f)
+            failed[name] = {"paths": paths, "sizes": [f[p].size for p in paths],
+                            "mtimes": [f[p].mtime_ns for p in paths], "reasons": [f[p].reason for p in paths]}
+        snapshot = {"format": FORMAT, "version": VERSION, "token": token, "models": models}
+        if failed:
+            snapshot["failed"] = failed
+        return snapshot
 
     def apply(self, record):
         """Apply one checked journal record; ValueError (nothing changed) if it conflicts."""
@@ -438,6 +501,7 @@ class State:
             elif m.dim != vector.size:
                 raise ValueError(f"{path!r} has {vector.size} values but model {model!r} has {m.dim}")
             m.put(path, size, mtime_ns, vector)
+            self._forget_failure(model, path)
         elif kind == "del":
             _, model, path = record
             for name in list(self.models) if model is None else [model]:
@@ -446,11 +510,22 @@ class State:
                     m.remove(path)
                     if not m.rows:
                         del self.models[name]
+            for name in list(self.failed) if model is None else [model]:
+                self._forget_failure(name, path)
         elif kind == "move":
+            _, old, new = record
             for name, m in list(self.models.items()):
-                m.move(record[1], record[2])
+                m.move(old, new)
                 if not m.rows:
                     del self.models[name]
+            for name in list(self.failed):
+                self._forget_failure(name, new)
+                moved = self.failed.get(name, {}).pop(old, None)
+                if moved is not None:
+                    self.failed[name][new] = moved
+        elif kind == "fail":
+            _, model, path, size, mtime_ns, reason = record
+            self.failed.setdefault(model, {})[path] = Unreadable(size, mtime_ns, reason)
         else:
             raise ValueError(f"unexpected {kind!r} record")
 

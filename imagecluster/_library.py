@@ -32,6 +32,8 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     failures: list = field(default_factory=list)
+    #: Files that could not be read before and have not changed since: not tried again.
+    known_failures: list = field(default_factory=list)
 
     @property
     def fingerprinted(self):
@@ -53,6 +55,7 @@ def scan_library(root, store, model_name, *, exclude=()):
     """
     report = IndexReport(library=root, model=model_name)
     known = store.entries(model_name)
+    unreadable = store.unreadable(model_name)
     present = set()
     todo = []
     for path in find_images(root, exclude=exclude):
@@ -64,12 +67,15 @@ def scan_library(root, store, model_name, *, exclude=()):
             continue
         present.add(rel)
         entry = known.get(rel)
+        bad = unreadable.get(rel)
         if entry is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
             report.unchanged += 1
+        elif bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
+            report.known_failures.append(Failure(os.fspath(path), bad.reason))
         else:
             todo.append((rel, st.st_size, st.st_mtime_ns))
     report.found = len(present)
-    gone = sorted(set(known) - present)
+    gone = sorted((set(known) | set(unreadable)) - present)
     return todo, gone, report
 
 
@@ -131,10 +137,14 @@ def index_library(
                 report.added += 1
         if items:
             store.put(model.name, items)
-        # A photo that changed into something unreadable must not keep its old fingerprint.
-        stale = [rel for rel in (_relative(f.path, root) for f in batch.failures) if rel in known]
+        # A photo that changed into something unreadable must not keep its old fingerprint,
+        # and is not tried again until it changes.
+        failed = [(_relative(f.path, root), f.reason) for f in batch.failures]
+        stale = [rel for rel, _ in failed if rel in known]
         if stale:
             store.remove(stale, model=model.name)
+        if failed:
+            store.mark_unreadable(model.name, [(rel, *stats[rel], reason) for rel, reason in failed])
         report.failures.extend(batch.failures)
     if compact:
         store.compact()

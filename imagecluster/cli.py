@@ -262,12 +262,13 @@ def _print_report(report):
     if report.removed:
         changes.append(f"{report.removed} gone")
     print(f"{report.library}: {report.found} photos ({', '.join(changes)}), model {report.model}")
-    if report.failures:
-        print(f"skipped {len(report.failures)} file(s) that could not be read:")
-        for failure in report.failures[:_MAX_LISTED]:
+    failures = report.failures + report.known_failures  # known: unreadable before, unchanged, not tried again
+    if failures:
+        print(f"skipped {len(failures)} file(s) that could not be read:")
+        for failure in failures[:_MAX_LISTED]:
             print(f"  {failure.path}: {failure.reason}")
-        if len(report.failures) > _MAX_LISTED:
-            print(f"  ... and {len(report.failures) - _MAX_LISTED} more")
+        if len(failures) > _MAX_LISTED:
+            print(f"  ... and {len(failures) - _MAX_LISTED} more")
 
 
 def _print_clusters(clusters):

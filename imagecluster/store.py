@@ -24,9 +24,11 @@ snapshot and an old journal that its base token marks as already merged.
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import threading
 import time
@@ -37,9 +39,10 @@ import numpy as np
 
 from . import _journal
 from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
-from ._journal import DTYPES, Entry, State, check_int, check_iterable, check_model, check_path, check_vector
+from ._journal import DTYPES, Entry, State, Unreadable, check_int, check_iterable, check_model, check_path, check_vector
+from ._xdg import xdg_data_home
 
-__all__ = ["Entry", "FingerprintView", "Store"]
+__all__ = ["Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,35 @@ FOLDER_NAME = ".imagecluster"
 SNAPSHOT_NAME = "fingerprints.pk"
 JOURNAL_NAME = "journal.pk"
 LOCK_NAME = "lock"
+DAMAGED_PREFIX = "damaged-"
+
+
+def store_folder(library, environ=None):
+    """Where a library's store lives: ``<library>/.imagecluster``, or for a read-only library the user's data folder.
+
+    A library on a read-only medium (a mounted archive, a DVD) or in a folder
+    the user may not write gets its store under
+    ``$XDG_DATA_HOME/imagecluster/stores/<name>-<hash of the path>``. A store
+    folder that already exists in the library is always used.
+
+    Parameters
+    ----------
+    library : path-like
+        The photo folder (absolute).
+    environ : mapping, default=None
+        Environment to read ``XDG_DATA_HOME`` from; None means ``os.environ``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    library = Path(library)
+    inside = library / FOLDER_NAME
+    if inside.is_dir() or not library.is_dir() or os.access(library, os.W_OK):
+        return inside
+    digest = hashlib.sha256(os.fsencode(library)).hexdigest()[:12]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in library.name)[:40] or "root"
+    return xdg_data_home(environ) / "imagecluster" / "stores" / f"{name}-{digest}"
 
 
 def _sig(path):
@@ -102,8 +134,13 @@ class Store:
     InvalidParameter
         From any method, for a bad argument (also from the constructor).
     StoreCorrupt
-        From any method, when the snapshot is not a valid store; deleting
-        the folder rebuilds it. Damaged journal records are only logged.
+        From any method, when the snapshot is not a valid store and cannot
+        be moved aside (a read-only store folder). Otherwise a damaged or
+        tampered store is never an error: its files are moved to
+        ``<folder>/damaged-<time>/`` (kept for the user, reported with one
+        warning) and the store starts empty, so the photos are fingerprinted
+        again. A journal damaged after some good records keeps those, and a
+        copy of it goes to the same kind of folder.
     StoreLocked
         From writes, and from reads that must re-read files, when another
         process holds the lock longer than ``lock_timeout``.
@@ -115,7 +152,8 @@ class Store:
     library : Path
         The photo folder.
     folder : Path
-        ``library / ".imagecluster"``.
+        ``library / ".imagecluster"``, or for a read-only library a folder in
+        the user's data folder (:func:`store_folder`).
     """
 
     def __init__(self, library, *, dtype="float16", lock_timeout=10.0):
@@ -128,7 +166,7 @@ class Store:
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
             raise InvalidParameter(f"lock_timeout must be a number >= 0, got {lock_timeout!r}")
         self.library = Path(library)
-        self.folder = self.library / FOLDER_NAME
+        self.folder = store_folder(self.library)
         self.dtype = name
         self.lock_timeout = float(lock_timeout)
         self._mutex = threading.RLock()
@@ -137,6 +175,7 @@ class Store:
         self._snapshot_sig = None
         self._journal_sig = None
         self._journal_good = 0  # journal offset after the last good record: where the next append goes
+        self._kept_damage = None  # (journal sig, offset) of the damage last copied aside
 
     def __repr__(self):
         return f"Store({str(self.library)!r}, dtype={self.dtype!r})"
@@ -235,6 +274,24 @@ class Store:
             paths, matrix = m.view()
             return FingerprintView(paths, matrix, dict(m.entries))
 
+    def unreadable(self, model):
+        """Files that could not be read as photos, at the size and mtime they had then.
+
+        Parameters
+        ----------
+        model : str
+            Model name.
+
+        Returns
+        -------
+        dict of str to Unreadable
+            Library-relative path -> ``Unreadable(size, mtime_ns, reason)``; a new dict.
+        """
+        model = check_model(model)
+        with self._mutex:
+            self._refresh()
+            return dict(self._state.failed.get(model, {}))
+
     # ---------------------------------------------------------------- writes
 
     def put(self, model, items):
@@ -282,6 +339,29 @@ class Store:
 
         self._write(build)
 
+    def mark_unreadable(self, model, items):
+        """Remember files that could not be read, so they are not tried again until they change.
+
+        Parameters
+        ----------
+        model : str
+        items : iterable of (path, size, mtime_ns, reason)
+            ``reason`` a short text for the user. A fingerprint stored for
+            the path is kept until :meth:`remove`.
+        """
+        model = check_model(model)
+        records = []
+        for item in check_iterable(items, "items"):
+            try:
+                path, size, mtime_ns, reason = item
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameter("each item must be (path, size, mtime_ns, reason)") from exc
+            if not isinstance(reason, str):
+                raise InvalidParameter(f"reason must be a str, got {type(reason).__name__}")
+            records.append(("fail", model, check_path(path), check_int(size, "size", minimum=0),
+                            check_int(mtime_ns, "mtime_ns"), reason[:500]))
+        self._write(lambda state: records)
+
     def remove(self, paths, *, model=None):
         """Forget photos.
 
@@ -297,7 +377,9 @@ class Store:
 
         def build(state):
             models = state.models.values() if model is None else [state.models.get(model)]
-            return [("del", model, p) for p in dict.fromkeys(paths) if any(m and p in m.rows for m in models)]
+            failed = state.failed.values() if model is None else [state.failed.get(model)]
+            return [("del", model, p) for p in dict.fromkeys(paths)
+                    if any(m and p in m.rows for m in models) or any(f and p in f for f in failed)]
 
         self._write(build)
 
@@ -330,7 +412,7 @@ class Store:
             pairs.append(("move", check_path(old, "old"), check_path(new, "new")))
 
         def build(state):
-            known = set().union(*(m.rows for m in state.models.values()))
+            known = set().union(*(m.rows for m in state.models.values()), *state.failed.values())
             records = []
             for record in pairs:  # simulate, to leave out no-ops
                 _, old, new = record
@@ -355,7 +437,7 @@ class Store:
             if not self.folder.is_dir():
                 return
             with self._lock(exclusive=True):
-                self._refresh_locked()
+                self._refresh_locked(repair=True)
                 if self._snapshot_sig is not None and (self._journal_sig is None or self._journal_sig[1] == 0):
                     return  # nothing to merge
                 token = os.urandom(16)
@@ -400,7 +482,7 @@ class Store:
                 if not build(self._state):
                     return
         with self._mutex, self._lock(exclusive=True):
-            self._refresh_locked()
+            self._refresh_locked(repair=True)
             records = build(self._state)
             if records:
                 self._append(records)
@@ -440,14 +522,22 @@ class Store:
         if self._loaded and _sig(self.folder / SNAPSHOT_NAME) == self._snapshot_sig:
             if _sig(self.folder / JOURNAL_NAME) == self._journal_sig:
                 return
-        with self._lock(exclusive=False):
-            self._refresh_locked()
+        try:
+            with self._lock(exclusive=False):
+                self._refresh_locked()
+        except StoreCorrupt:  # moving it aside needs the exclusive lock (and a second look under it)
+            with self._lock(exclusive=True):
+                self._refresh_locked(repair=True)
 
-    def _refresh_locked(self):
-        """Catch up, holding a lock: replay new journal bytes, or reload everything."""
+    def _refresh_locked(self, repair=False):
+        """Catch up, holding a lock: replay new journal bytes, or reload everything.
+
+        A damaged snapshot raises StoreCorrupt, or with ``repair`` (the
+        exclusive lock held) is moved aside and the store starts empty.
+        """
         journal = self.folder / JOURNAL_NAME
         if not self._loaded or _sig(self.folder / SNAPSHOT_NAME) != self._snapshot_sig:
-            self._reload()
+            self._reload(repair)
             return
         sig, old = _sig(journal), self._journal_sig
         if sig == old:
@@ -457,32 +547,85 @@ class Store:
             return
         self._journal_good, self._journal_sig = self._replay(self._state, self._journal_good)
 
-    def _reload(self):
+    def _reload(self, repair=False):
         path = self.folder / SNAPSHOT_NAME
+        try:
+            state, snapshot_sig = self._read_snapshot(path)
+        except StoreCorrupt as exc:
+            if not repair:
+                raise
+            self._set_aside(str(exc.__cause__ or exc))
+            state, snapshot_sig = State(self._state.dtype), None
+        good, journal_sig = self._replay(state, 0)
+        self._state, self._loaded = state, True
+        self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
+
+    def _read_snapshot(self, path):
+        """``(state, sig)`` of the snapshot file; an empty state when there is none; StoreCorrupt if invalid."""
         try:
             with open(path, "rb") as f:
                 sig = os.fstat(f.fileno())
                 obj = _journal.safe_load(f)
         except FileNotFoundError:
-            state, snapshot_sig = State(self._state.dtype), None
+            return State(self._state.dtype), None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         except MemoryError:
             raise
         except Exception as exc:  # anything else a hostile pickle can provoke
             raise self._corrupt(path, exc) from exc
-        else:
-            try:
-                state = State.from_snapshot(obj, self._state.dtype)
-            except ValueError as exc:
-                raise self._corrupt(path, exc) from exc
-            snapshot_sig = (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)
-        good, journal_sig = self._replay(state, 0)
-        self._state, self._loaded = state, True
-        self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
+        try:
+            state = State.from_snapshot(obj, self._state.dtype)
+        except ValueError as exc:
+            raise self._corrupt(path, exc) from exc
+        return state, (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)
 
     def _corrupt(self, path, exc):
         return StoreCorrupt(f"{path} is not a valid imagecluster store ({exc}); delete {self.folder} to rebuild it")
+
+    def _damaged_folder(self):
+        """A new ``damaged-<time>`` folder in the store folder, for files kept for the user."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for n in range(100):
+            folder = self.folder / f"{DAMAGED_PREFIX}{stamp}{'' if n == 0 else f'-{n}'}"
+            try:
+                os.mkdir(folder, 0o755)
+                return folder
+            except FileExistsError:
+                continue
+        raise StoreError(f"cannot make a folder for the damaged store in {self.folder}")
+
+    def _set_aside(self, reason):
+        """Move the damaged snapshot and journal to a ``damaged-<time>`` folder (exclusive lock held)."""
+        try:
+            aside = self._damaged_folder()
+            for name in (SNAPSHOT_NAME, JOURNAL_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.folder / name, aside / name)
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            raise StoreCorrupt(
+                f"the store in {self.folder} is damaged ({reason}) and cannot be moved aside ({exc}); "
+                f"delete {self.folder} to rebuild it"
+            ) from exc
+        logger.warning(
+            "the fingerprint store of %s was damaged (%s); it is kept in %s and rebuilt: "
+            "its photos are fingerprinted again", self.library, reason, aside,
+        )
+
+    def _keep_damaged_journal(self, path, data_sig, bad):
+        """Copy a journal with damage after good records aside once, so nothing is dropped silently."""
+        if self._kept_damage == (data_sig, bad.offset):
+            return
+        self._kept_damage = (data_sig, bad.offset)
+        try:
+            aside = self._damaged_folder()
+            shutil.copyfile(path, aside / JOURNAL_NAME)
+        except (OSError, StoreError) as exc:
+            logger.warning("%s: %s; the records before it are kept (a copy could not be made: %s)", path, bad, exc)
+            return
+        logger.warning("%s: %s; the records before it are kept, a copy of the whole journal is in %s",
+                       path, bad, aside)
 
     def _replay(self, state, start):
         """Apply journal records from byte ``start``; return (good end offset, journal sig)."""
@@ -513,7 +656,11 @@ class Store:
                         raise _journal.BadRecord(good, str(exc)) from exc
                 good = end
         except _journal.BadRecord as exc:
-            logger.warning("%s: %s; ignoring the last %d bytes", path, exc, st.st_size - exc.offset)
+            if exc.torn:  # a crash during an append: the record never completed
+                logger.warning("%s: %s (an interrupted write); ignoring the last %d bytes",
+                               path, exc, st.st_size - exc.offset)
+            else:
+                self._keep_damaged_journal(path, sig, exc)
         return good, sig
 
     @contextlib.contextmanager
@@ -563,15 +710,18 @@ class Store:
         )
 
     def _make_folder(self):
+        if self.folder.is_dir():
+            return
+        if not self.library.is_dir():
+            raise LibraryNotFound(f"library {self.library} does not exist")
         try:
+            os.makedirs(self.folder.parent, exist_ok=True)  # the user's data folder, for a read-only library
             os.mkdir(self.folder, 0o755)
         except FileExistsError:
             return
-        except FileNotFoundError as exc:
-            raise LibraryNotFound(f"library {self.library} does not exist") from exc
         except OSError as exc:
             raise StoreError(f"cannot create {self.folder}: {exc}") from exc
         try:
-            _fsync_dir(self.library)
+            _fsync_dir(self.folder.parent)
         except OSError as exc:
-            raise StoreError(f"cannot sync {self.library}: {exc}") from exc
+            raise StoreError(f"cannot sync {self.folder.parent}: {exc}") from exc

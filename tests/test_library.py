@@ -50,6 +50,30 @@ def test_a_photo_that_breaks_loses_its_old_fingerprint(burst_library):
     assert "2024/cat_3.jpg" not in Store(lib).entries("lite0")
 
 
+def test_an_unreadable_file_is_not_tried_again_until_it_changes(burst_library):
+    lib = burst_library
+    bad = lib / "2024/broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff this is no photo")
+    first = index_library(lib)
+    assert [os.path.basename(f.path) for f in first.failures] == ["broken.jpg"]
+    assert list(Store(lib).unreadable("lite0")) == ["2024/broken.jpg"]
+
+    lazy = LazyModel("lite0")
+    again = index_library(lib, model=lazy)
+    assert not again.failures and [os.path.basename(f.path) for f in again.known_failures] == ["broken.jpg"]
+    assert "not an image" in again.known_failures[0].reason or "damaged" in again.known_failures[0].reason
+    assert not lazy.is_loaded  # the known-bad file woke nothing
+
+    bad.write_bytes((lib / "2024/01/cat_1.jpg").read_bytes())  # it changed: tried again, and now it reads
+    os.utime(bad, ns=(2_000_000_000, 2_000_000_000))
+    third = index_library(lib)
+    assert third.added == 1 and not third.failures and not third.known_failures
+    assert Store(lib).unreadable("lite0") == {}
+    bad.unlink()
+    index_library(lib)
+    assert "2024/broken.jpg" not in Store(lib).entries("lite0")
+
+
 def test_cluster_folder_groups_shots_of_one_subject(burst_library):
     lib = burst_library
     clusters = cluster_folder(lib, sim=0.7)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from imagecluster import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreLocked
-from imagecluster.store import Entry, Store
+from imagecluster.store import Entry, Store, Unreadable
 
 DIM = 8
 
@@ -147,6 +147,26 @@ def test_put_replaces_and_rows_are_reused(tmp_path):
         expected.update({"a/0001.jpg": as16(vec(99)), "b.jpg": as16(vec(98))})
         assert paths == sorted(expected)
         np.testing.assert_array_equal(fps, np.stack([expected[p] for p in paths]))
+
+
+def test_unreadable_files_are_remembered_until_put_removed_or_moved(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", items(2))
+    store.mark_unreadable("m", [("bad.jpg", 10, 20, "not an image"), ("worse.png", 1, 2, "truncated")])
+    store.mark_unreadable("other", [("bad.jpg", 10, 20, "x")])
+    assert Store(tmp_path).unreadable("m") == {"bad.jpg": Unreadable(10, 20, "not an image"),
+                                               "worse.png": Unreadable(1, 2, "truncated")}
+    store.compact()  # kept in the snapshot too
+    fresh = Store(tmp_path)
+    assert set(fresh.unreadable("m")) == {"bad.jpg", "worse.png"} and set(fresh.unreadable("other")) == {"bad.jpg"}
+    fresh.put("m", [("bad.jpg", 11, 21, vec(5))])  # it was fixed: readable now
+    fresh.move("worse.png", "moved/worse.png")
+    assert Store(tmp_path).unreadable("m") == {"moved/worse.png": Unreadable(1, 2, "truncated")}
+    fresh.remove(["moved/worse.png", "bad.jpg"], model="other")
+    assert Store(tmp_path).unreadable("m") == {"moved/worse.png": Unreadable(1, 2, "truncated")}
+    assert Store(tmp_path).unreadable("other") == {}
+    fresh.remove(["moved/worse.png"])
+    assert Store(tmp_path).unreadable("m") == {} and len(Store(tmp_path)) == 3
 
 
 def test_models_do_not_mix(tmp_path):
@@ -343,16 +363,48 @@ def test_crash_between_snapshot_replace_and_journal_truncate(tmp_path):
 # --------------------------------------------------------- hostile files
 
 
-def test_tampered_snapshot_does_not_run_code(tmp_path):
+def damaged_folders(lib):
+    return sorted((lib / ".imagecluster").glob("damaged-*"))
+
+
+def assert_set_aside(lib, caplog, damaged_bytes):
+    """The damaged snapshot was moved to damaged-<time>/ (byte for byte), said once, and the store rebuilds."""
+    (aside,) = damaged_folders(lib)
+    assert (aside / "fingerprints.pk").read_bytes() == damaged_bytes
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "damaged" in warnings[0] and str(aside) in warnings[0]
+    store = Store(lib)
+    before = set(store.entries("m"))
+    store.put("m", items(2, start=30))
+    assert set(Store(lib).entries("m")) == before | {"a/0030.jpg", "a/0031.jpg"}
+
+
+def test_tampered_snapshot_does_not_run_code_and_is_set_aside(tmp_path, caplog):
     sentinel = tmp_path / "SENTINEL"
     store = Store(tmp_path)
     store.put("m", items(1))
+    store.compact()
     snapshot(tmp_path).write_bytes(pickle.dumps({"format": "imagecluster-store", "models": Evil(sentinel)}))
-    with pytest.raises(StoreCorrupt, match="fingerprints.pk"):
-        Store(tmp_path).entries("m")
-    with pytest.raises(StoreCorrupt):
-        store.put("m", items(1, start=1))  # writers refuse too
+    damaged = snapshot(tmp_path).read_bytes()
+    with caplog.at_level(logging.WARNING, logger="imagecluster.store"):
+        assert Store(tmp_path).entries("m") == {}  # never trusted, never blocking
+        store.put("m", items(1, start=1))  # the old object catches up with the rebuilt store
     assert not sentinel.exists()
+    assert sorted(Store(tmp_path).entries("m")) == ["a/0001.jpg"]
+    assert_set_aside(tmp_path, caplog, damaged)
+
+
+def test_a_damaged_store_in_a_read_only_folder_is_reported(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    (tmp_path / ".imagecluster").mkdir()
+    snapshot(tmp_path).write_bytes(b"garbage")
+    (tmp_path / ".imagecluster").chmod(0o555)
+    try:
+        with pytest.raises(StoreCorrupt, match="cannot be moved aside"):
+            Store(tmp_path).models()
+    finally:
+        (tmp_path / ".imagecluster").chmod(0o755)
 
 
 def test_tampered_journal_record_does_not_run_code(tmp_path, caplog):
@@ -407,18 +459,42 @@ def _snap(**models):
         _snap(m=_model(data=np.array([np.inf, 0], "<f2").tobytes())),
     ],
 )
-def test_wrong_structure_snapshot(tmp_path, obj):
+def test_wrong_structure_snapshot_is_set_aside(tmp_path, obj, caplog):
     (tmp_path / ".imagecluster").mkdir()
     snapshot(tmp_path).write_bytes(pickle.dumps(obj, protocol=5))
-    with pytest.raises(StoreCorrupt, match="fingerprints.pk"):
-        Store(tmp_path).models()
+    with caplog.at_level(logging.WARNING, logger="imagecluster.store"):
+        assert Store(tmp_path).models() == []
+    assert_set_aside(tmp_path, caplog, pickle.dumps(obj, protocol=5))
 
 
-def test_garbage_snapshot(tmp_path):
-    (tmp_path / ".imagecluster").mkdir()
-    snapshot(tmp_path).write_bytes(b"\x80\x05not a pickle at all")
-    with pytest.raises(StoreCorrupt):
-        Store(tmp_path).models()
+@pytest.mark.parametrize("damage", ["garbage", "random", "truncated", "empty"])
+def test_damaged_snapshot_is_set_aside(tmp_path, caplog, damage):
+    store = Store(tmp_path)
+    store.put("m", items(20))
+    store.compact()
+    data = snapshot(tmp_path).read_bytes()
+    damaged = {"garbage": b"\x80\x05not a pickle at all", "random": np.random.default_rng(0).bytes(4000),
+               "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    snapshot(tmp_path).write_bytes(damaged)
+    with caplog.at_level(logging.WARNING, logger="imagecluster.store"):
+        assert Store(tmp_path).models() == []
+    assert_set_aside(tmp_path, caplog, damaged)
+
+
+def test_garbage_inside_the_journal_keeps_what_came_before_and_a_copy(tmp_path, caplog):
+    store = Store(tmp_path)
+    for i in range(3):
+        store.put("m", items(1, start=i))
+    with open(journal(tmp_path), "ab") as f:
+        f.write(np.random.default_rng(1).bytes(300))
+    damaged = journal(tmp_path).read_bytes()
+    with caplog.at_level(logging.WARNING, logger="imagecluster.store"):
+        fresh = Store(tmp_path)
+        assert sorted(fresh.entries("m")) == ["a/0000.jpg", "a/0001.jpg", "a/0002.jpg"]
+        fresh.entries("m")  # read again: copied once, said once
+    (aside,) = damaged_folders(tmp_path)
+    assert (aside / "journal.pk").read_bytes() == damaged
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
 def test_valid_handwritten_snapshot(tmp_path):

@@ -243,8 +243,8 @@ class LibraryFolder:
         for failure in report.failures:
             logger.warning("cannot read %s: %s", failure.path, failure.reason)
         logger.info(
-            "library %s: %d photos, %d stored, %d moved, %d removed, %d to fingerprint",
-            self.root, report.found, report.unchanged, len(moves), len(removed), len(todo),
+            "library %s: %d photos, %d stored, %d moved, %d removed, %d to fingerprint, %d unreadable as before",
+            self.root, report.found, report.unchanged, len(moves), len(removed), len(todo), len(report.known_failures),
         )
         return todo, self.store.entries(self.model)
 
@@ -258,12 +258,18 @@ class LibraryFolder:
         return self.store.entries(self.model)
 
     def put_sync(self, items, failed):
-        """Store ``[(rel, sig, vector)]`` whose file still has that sig, in one put; forget ``failed`` photos."""
+        """Store ``[(rel, sig, vector)]`` whose file still has that sig, in one put.
+
+        ``failed`` is ``[(rel, sig, reason)]`` of photos that could not be
+        read: they lose any old fingerprint and, while their file keeps that
+        sig, are not tried again (not even at the next start).
+        """
         current = [(rel, *sig, vector) for rel, sig, vector in items if file_sig(self.root / rel) == sig]
         if current:
             self.store.put(self.model, current)
-        if failed:  # a photo that turned unreadable must not keep its old fingerprint
-            self.store.remove(failed, model=self.model)
+        if failed:
+            self.store.remove([rel for rel, _, _ in failed], model=self.model)
+            self.store.mark_unreadable(self.model, [(rel, *sig, reason) for rel, sig, reason in failed])
         return self.store.entries(self.model)
 
     def compact_sync(self):

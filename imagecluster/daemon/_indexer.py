@@ -350,9 +350,9 @@ class Indexer:
             (root, rel), sig = sent[path]
             work[root][0].append((rel, sig, vector))
         for failure in result.failures:
-            (root, rel), _ = sent[failure.path]
+            (root, rel), sig = sent[failure.path]
             logger.warning("skipped %s: %s", failure.path, failure.reason)
-            work[root][1].append(rel)
+            work[root][1].append((rel, sig, failure.reason))
         for root, (items, failed) in work.items():
             lib = self._libs[root]
             if lib.available:
