@@ -14,7 +14,7 @@ from pathlib import Path
 from ._exceptions import InvalidParameter
 from ._raw import RAW_SUFFIXES
 
-__all__ = ["PAIR_LINKS", "check_pair_link", "one_per_shot"]
+__all__ = ["PAIR_LINKS", "check_pair_link", "one_per_shot", "similar_shots"]
 
 #: Which file of a RAW + JPEG pair stands for the shot in clusters and trees:
 #: ``"jpeg"`` the camera's JPEG (or HEIC; any non-RAW photo), ``"raw"`` the RAW file.
@@ -69,3 +69,41 @@ def _keep(files, link):
     if raws and others:
         return others if link == "jpeg" else raws
     return files  # a.jpg beside a.png are two photos: not our rule
+
+
+def similar_shots(matches, own, *, link="jpeg"):
+    """Matches of one photo, one entry per shot, without the other file of its own shot.
+
+    Parameters
+    ----------
+    matches : list of (str, float)
+        ``(path, similarity)`` pairs, best first, ``own`` already left out.
+    own : str
+        The photo that was asked about; its RAW or JPEG partner is no match,
+        it is the same shot.
+    link : {"jpeg", "raw"}, default="jpeg"
+        Which file of another shot's pair is listed (with the better of the
+        two similarities).
+
+    Returns
+    -------
+    list of (str, float)
+        Best first; equal similarities by path.
+    """
+    own_stem, own_raw = os.path.splitext(own)[0], _is_raw(own)
+    by_stem = {}
+    for path, similarity in matches:
+        stem = os.path.splitext(path)[0]
+        if stem == own_stem and _is_raw(path) != own_raw:
+            continue
+        by_stem.setdefault(stem, []).append((path, similarity))
+    out = []
+    for found in by_stem.values():
+        kept = _keep([p for p, _ in found], link)
+        if len(kept) < len(found):  # a RAW + JPEG pair: one entry, the shot's best similarity
+            best = max(s for _, s in found)
+            out.extend((p, best) for p in kept)
+        else:
+            out.extend(found)
+    out.sort(key=lambda m: (-m[1], m[0]))
+    return out

@@ -7,7 +7,7 @@ from _dng import write_dng
 from PIL import Image
 
 from imagecluster import InvalidParameter, cluster_folder
-from imagecluster._pairs import one_per_shot
+from imagecluster._pairs import one_per_shot, similar_shots
 from imagecluster.daemon._config import Config, ConfigError
 
 
@@ -37,6 +37,14 @@ def test_only_a_raw_and_a_non_raw_of_one_name_in_one_folder_are_a_pair():
 def test_clusters_keep_their_order_by_size_after_pairs_are_merged():
     groups = [P("a.cr2", "a.jpg", "b.cr2", "b.jpg"), P("c.jpg", "d.jpg", "e.jpg")]
     assert [len(g) for g in one_per_shot(groups)] == [3, 2]
+
+
+def test_similar_lists_shots_and_not_the_other_file_of_the_own_shot():
+    matches = [("/l/a.CR2", 0.99), ("/l/b.jpg", 0.9), ("/l/b.cr2", 0.92), ("/l/c.jpg", 0.8), ("/l/c.png", 0.7)]
+    assert similar_shots(matches, "/l/a.jpg") == [("/l/b.jpg", 0.92), ("/l/c.jpg", 0.8), ("/l/c.png", 0.7)]
+    assert similar_shots(matches, "/l/a.jpg", link="raw")[0] == ("/l/b.cr2", 0.92)
+    assert similar_shots(matches, "/l/a.dng")[0] == ("/l/a.CR2", 0.99)  # two RAW files are two shots
+    assert similar_shots([("/m/a.CR2", 0.99)], "/l/a.jpg") == [("/m/a.CR2", 0.99)]  # other folder, other shot
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from .. import __version__
 from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary
 from .._library import library_clusters
+from .._pairs import similar_shots
 from ..graph import LibraryGraph
 from ..cluster import check_sim
 from ..tree import write_tree
@@ -416,4 +417,4 @@ class ImageClusterInterface(ServiceInterface):
             matches.extend((os.fspath(Path(library) / p), s) for p, s in found if p != rel)
         matches = [m for m in matches if os.path.isfile(m[0])]
         matches.sort(key=lambda m: (-m[1], m[0]))
-        return matches
+        return similar_shots(matches, own, link=self._config.pair_link)  # a RAW + JPEG shot once
