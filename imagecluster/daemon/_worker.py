@@ -119,6 +119,7 @@ class InferenceWorker:
         self._ids = itertools.count(1)
         self._lock = None
         self._lock_loop = None
+        self._exit_watch = None  # (loop, fd): the child's sentinel, watched to reap it when it exits
 
     def __repr__(self):
         return f"InferenceWorker({self.model_name!r}, running={self.running})"
@@ -166,6 +167,7 @@ class InferenceWorker:
             for attempt in range(2):
                 if not self.running:
                     self._spawn()
+                    self._watch_exit()
                 try:
                     return await self._round_trip(paths)
                 except _IdleExit:
@@ -299,7 +301,31 @@ class InferenceWorker:
                 process.join(1.0)
         return True
 
+    def _watch_exit(self):
+        """Reap the child as soon as it exits (for idleness, or killed), so it never lingers as a zombie.
+
+        Nothing else waits for a child that exits on its own between requests:
+        without this, its process table entry stayed until the next one started.
+        """
+        self._unwatch_exit()
+        loop = asyncio.get_running_loop()
+        process = self._process
+        loop.add_reader(process.sentinel, self._reap, process)
+        self._exit_watch = (loop, process.sentinel)
+
+    def _unwatch_exit(self):
+        if self._exit_watch is not None:
+            loop, fd = self._exit_watch
+            self._exit_watch = None
+            if not loop.is_closed():
+                loop.remove_reader(fd)  # before the fd is closed: a reused number must not be watched
+
+    def _reap(self, process):
+        self._unwatch_exit()
+        process.join(0)  # waitpid; the Process object keeps the exit code for _died and `running`
+
     def _cleanup(self):
+        self._unwatch_exit()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -90,3 +90,28 @@ def test_bad_arguments_are_refused_before_any_process_starts():
             await InferenceWorker("lite0").fingerprint([1, 2])
 
     asyncio.run(main())
+
+
+def test_a_child_that_exits_for_idleness_is_reaped_at_once():
+    async def main():
+        worker = InferenceWorker("lite0", idle_timeout=1.0, batch_size=2)
+        try:
+            await worker.fingerprint([CAT])
+            pid = worker.pid
+            # Only the event loop runs from here: nothing asks the worker whether
+            # its child is alive (which would reap it as a side effect).
+            deadline = time.monotonic() + 30.0
+            while True:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        state = f.read().rpartition(")")[2].split()[0]
+                except FileNotFoundError:
+                    break  # gone from the process table: reaped
+                assert time.monotonic() < deadline, f"the idle worker {pid} is still in state {state}"
+                await asyncio.sleep(0.1)
+            again = await worker.fingerprint([DOG])  # and the next call starts a new one
+            assert again.paths == [DOG] and worker.pid != pid
+        finally:
+            await worker.close(timeout=5.0)
+
+    asyncio.run(main())
