@@ -96,12 +96,35 @@ def _on_disk(root, groups, min_size):
 
 
 class _Graphs:
-    """One similarity graph per library, each used by one thread at a time (Cluster and Similar run in threads)."""
+    """One similarity graph per library, each used by one thread at a time (Cluster and Similar run in threads).
+
+    Kept warm: :meth:`refresh` runs in a thread after start-up and whenever
+    photos were stored, so a new photo is in its library's graph within a
+    moment, and a Cluster call finds the search already done.
+    """
 
     def __init__(self, indexer):
         self._indexer = indexer
         self._graphs = {}
         self._guard = threading.Lock()
+
+    def refresh(self, *, save=False):
+        """Bring every available library's graph up to date (blocking; run it in a thread)."""
+        for library in self._indexer.available_libraries:
+            try:
+                with self.of(library) as graph:
+                    graph.update(save=save)
+            except Exception:  # a store that cannot be read now is reported by the indexer
+                logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
+
+    def save(self):
+        """Write the graphs that changed since they were saved (blocking)."""
+        with self._guard:
+            graphs = list(self._graphs.values())
+        for graph, lock in graphs:
+            with lock:
+                if graph.paths:
+                    graph.update(save=True)
 
     @contextlib.contextmanager
     def of(self, library):
@@ -148,6 +171,8 @@ class ImageClusterInterface(ServiceInterface):
         self._last_flush = -math.inf
         self._published = {}
         self._graphs = _Graphs(indexer)
+        self._graphs_stale = None
+        self._graph_task = None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -155,10 +180,13 @@ class ImageClusterInterface(ServiceInterface):
         """The indexer is running: answer calls, publish progress. Call in the event loop."""
         self._loop = asyncio.get_running_loop()
         self._published = self._progress()
+        self._graphs_stale = asyncio.Event()
+        self._graphs_stale.set()  # build or load every library's graph now, before the first call needs it
+        self._graph_task = self._loop.create_task(self._keep_graphs_warm(), name="imagecluster-graphs")
         self._ready.set()
 
     async def close(self, timeout=5.0):
-        """Refuse new calls, wait up to ``timeout`` seconds for those running, stop publishing."""
+        """Refuse new calls, wait up to ``timeout`` seconds for those running, stop publishing, save the graphs."""
         self._closing = True
         self._ready.set()  # calls still waiting for the start give up (see _started)
         if self._flush_handle is not None:
@@ -168,6 +196,17 @@ class ImageClusterInterface(ServiceInterface):
             await asyncio.wait_for(self._no_calls.wait(), timeout)
         except asyncio.TimeoutError:
             logger.warning("%s call(s) still running at shutdown; their callers get no answer", self._calls)
+        if self._graph_task is not None:
+            self._graph_task.cancel()
+            await asyncio.gather(self._graph_task, return_exceptions=True)
+            self._graph_task = None
+            await asyncio.to_thread(self._graphs.save)
+
+    async def _keep_graphs_warm(self):
+        while True:
+            await self._graphs_stale.wait()
+            self._graphs_stale.clear()
+            await asyncio.to_thread(self._graphs.refresh)
 
     async def _started(self):
         """Wait until the indexer runs (calls can arrive while the daemon starts)."""
@@ -356,6 +395,8 @@ class ImageClusterInterface(ServiceInterface):
             self._published = current
             if changed:
                 self.emit_properties_changed(changed)
+            if "Indexed" in changed and self._graphs_stale is not None:
+                self._graphs_stale.set()
             if "Indexed" in changed or "Pending" in changed:
                 self.Progress(current["Indexed"], current["Pending"])
         except Exception:
