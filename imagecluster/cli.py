@@ -52,6 +52,9 @@ def main(argv=None):
     # Pillow's warning about them would only alarm a user. Larger ones are
     # still refused (DecompressionBombError) and reported as skipped.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # Pillow's remarks on damaged metadata ("Corrupt EXIF data") are not the user's business:
+    # the photo is read anyway, and a file that cannot be read is listed with its reason.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="imagecluster: %(message)s",
@@ -202,10 +205,10 @@ def _run_cluster(args):
         args.folder, sim=args.sim, out=args.out, model=args.model, min_size=args.min_size,
         cut=args.cut, batch_size=args.batch_size, progress=True, pair_link=args.pair_link,
     )
-    _print_report(report)
+    _print_report(report, list_all=args.verbose > 0)
     _print_clusters(clusters)
     photos = sum(len(c) for c in clusters)
-    print(f"{len(clusters)} clusters with {photos} photos written to {tree}")
+    print(f"{len(clusters)} clusters with {photos} photos written to {_shown(tree)}")
     return EXIT_OK
 
 
@@ -213,7 +216,7 @@ def _run_index(args):
     root = check_library(args.folder)
     with ProgressBar(f"fingerprinting {root.name or root}") as bar:
         report = index_library(root, model=args.model, batch_size=args.batch_size, progress=bar)
-    _print_report(report)
+    _print_report(report, list_all=args.verbose > 0)
     return EXIT_OK
 
 
@@ -257,18 +260,32 @@ def _run_install_darktable_plugin(args):
     return EXIT_OK
 
 
-def _print_report(report):
+def _print_report(report, *, list_all=False):
     changes = [f"{report.added} new", f"{report.updated} changed", f"{report.unchanged} unchanged"]
     if report.removed:
         changes.append(f"{report.removed} gone")
-    print(f"{report.library}: {report.found} photos ({', '.join(changes)}), model {report.model}")
+    print(f"{_shown(report.library)}: {report.found} photos ({', '.join(changes)}), model {report.model}")
     failures = report.failures + report.known_failures  # known: unreadable before, unchanged, not tried again
     if failures:
         print(f"skipped {len(failures)} file(s) that could not be read:")
-        for failure in failures[:_MAX_LISTED]:
-            print(f"  {failure.path}: {failure.reason}")
-        if len(failures) > _MAX_LISTED:
-            print(f"  ... and {len(failures) - _MAX_LISTED} more")
+        listed = failures if list_all else failures[:_MAX_LISTED]
+        for failure in listed:
+            print(f"  {_shown(failure.path)}: {failure.reason}")
+        if len(failures) > len(listed):
+            print(f"  ... and {len(failures) - len(listed)} more (-v lists them all)")
+
+
+def _shown(path):
+    """A path on one printable line: a newline in a name cannot split the list, odd bytes show as ``\\xff``."""
+    text = os.fspath(path)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable()
+        else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff"  # a byte that is not UTF-8
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 def _print_clusters(clusters):

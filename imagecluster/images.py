@@ -265,6 +265,6 @@ def _describe(exc):
     if isinstance(exc, IsADirectoryError):
         return "is a folder"
     text = str(exc) or type(exc).__name__
-    if "truncated" in text or not isinstance(exc, OSError):
+    if "truncated" in text.lower() or not isinstance(exc, OSError):
         return f"damaged or truncated image ({text})"
     return text
