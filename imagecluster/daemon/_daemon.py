@@ -201,6 +201,9 @@ class Daemon:
         tolerate_full_socket(self.bus)
         self.indexer = self._make_indexer()
         self.service = ImageClusterInterface(self.indexer, config, cluster_hook=self.cluster_hook)
+        preload = getattr(self.indexer, "preload", None)
+        if preload is not None:  # the first property read after D-Bus activation must already be right
+            await asyncio.to_thread(preload)
         self.bus.export(OBJECT_PATH, self.service)
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):

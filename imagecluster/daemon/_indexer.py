@@ -106,6 +106,8 @@ class Indexer:
         self._pending = PendingPhotos(settle)
         self._libs = Libraries(self.libraries, model, self._exclude, grace=settle + 1.0)
         self._phase = "new"
+        self._preloaded = 0
+        self._starting = True  # until start() has compared every library with its store
         self._watcher = None
         self._tasks = {}
         self._inbox = collections.deque()
@@ -124,7 +126,9 @@ class Indexer:
 
     @property
     def indexed(self):
-        """Fingerprints stored for this model, in all available libraries."""
+        """Fingerprints stored for this model, in all available libraries (before :meth:`start`: as :meth:`preload` read)."""
+        if self._starting:
+            return self._preloaded
         return sum(len(lib.known) for lib in self._libs if lib.available)
 
     @property
@@ -134,8 +138,23 @@ class Indexer:
 
     @property
     def state(self):
-        """``"indexing"`` while photos are pending, else ``"idle"``."""
-        return "indexing" if len(self._pending) else "idle"
+        """``"indexing"`` while photos are pending or the libraries are being compared with their stores, else ``"idle"``."""
+        return "indexing" if len(self._pending) or self._starting else "idle"
+
+    def preload(self):
+        """Count what the stores hold, so ``indexed`` is right before :meth:`start` (blocking: run it in a thread).
+
+        A client that starts the daemon (D-Bus activation) may read the
+        properties before the libraries have been compared with their stores.
+        """
+        total = 0
+        for lib in self._libs:
+            if folder_identity(lib.root) is not None:
+                try:
+                    total += len(lib.store.entries(self.model_name))
+                except (ImageClusterError, OSError) as exc:
+                    logger.debug("cannot read the store of %s yet: %s", lib.root, exc)
+        self._preloaded = total
 
     @property
     def available_libraries(self):
@@ -220,11 +239,12 @@ class Indexer:
                 await self._bring_up(lib)
         except BaseException:
             await asyncio.to_thread(self._watcher.stop)
-            self._phase = "stopped"
+            self._phase, self._starting = "stopped", False
             raise
         for name, run in (("events", self._events_loop), ("processor", self._processor),
                           ("rescan", self._rescan_loop)):
             self._tasks[name] = loop.create_task(self._guarded(name, run), name=f"imagecluster-{name}")
+        self._starting = False
         self._update()
 
     async def stop(self, timeout=5.0):

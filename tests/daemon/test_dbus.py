@@ -236,6 +236,41 @@ def test_dbus_activation_starts_the_daemon_on_the_first_call(session_bus, tmp_pa
     asyncio.run(main())
 
 
+def test_the_first_property_read_after_activation_is_right(session_bus, tmp_path, client, make_library):
+    lib = make_library({"new/dog_1.jpg": "dog.jpg", "new/cat_1.jpg": "cat.jpg"}, root=tmp_path / "photos")
+    data = (lib / "new/dog_1.jpg").read_bytes()
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(1500):  # photos fingerprinted before: in the store, unchanged on disk
+        path = lib / f"old/{k // 100}/{k}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        st = path.stat()
+        items.append((path.relative_to(lib).as_posix(), st.st_size, st.st_mtime_ns, rng.normal(size=1280)))
+    Store(lib).put("lite0", items)
+    install_service(unit_dir=tmp_path / "units", dbus_dir=session_bus.servicedir, daemon_args=["--library", str(lib)])
+
+    async def main():
+        bus = await MessageBus(bus_type=BusType.SESSION).connect()
+        try:  # a property read is the very first call: it starts the daemon
+            reply = await bus.call(Message(
+                destination=BUS_NAME, path=OBJECT_PATH, interface="org.freedesktop.DBus.Properties",
+                member="GetAll", signature="s", body=[INTERFACE],
+            ))
+        finally:
+            bus.disconnect()
+        props = {k: v.value for k, v in reply.body[0].items()}
+        assert props["Indexed"] == 1500  # what the store holds, not 0
+        assert props["State"] == "indexing"  # two new photos wait (or the libraries are still being compared)
+        async with client() as ic:
+            pid = await bus_call("GetConnectionUnixProcessID", BUS_NAME, signature="s")
+            assert await ic.call_wait_idle(120.0)
+            assert await ic.get_indexed() == 1502 and await ic.get_state() == "idle"
+        os.kill(pid, signal.SIGTERM)
+
+    asyncio.run(main())
+
+
 def test_a_second_daemon_exits_with_a_clear_message(tmp_path, start_daemon, client):
     lib = tmp_path / "photos"
     lib.mkdir()
