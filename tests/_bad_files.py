@@ -11,6 +11,7 @@ Each maker writes one kind of file. The kinds fall in three groups:
   (searched like any folder).
 """
 
+import importlib.util
 import io
 import os
 import random
@@ -18,11 +19,22 @@ import socket
 import stat
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from conftest import DATA, camera_moved
+
+def _photo_fixtures():
+    # By path: several test folders have a conftest.py, so `import conftest` may find another one.
+    spec = importlib.util.spec_from_file_location("_imagecluster_photo_fixtures", Path(__file__).parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+camera_moved = _photo_fixtures().camera_moved
+DATA = Path(__file__).parent / "data"
 
 
 def jpeg_bytes(image, **options):

@@ -20,8 +20,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from _bad_files import make_corpus
-from conftest import DATA, camera_moved
+from _bad_files import DATA, camera_moved, make_corpus
 from PIL import Image
 
 from imagecluster import NotAnImage
