@@ -11,6 +11,7 @@ Each maker writes one kind of file. The kinds fall in three groups:
   (searched like any folder).
 """
 
+import hashlib
 import importlib.util
 import io
 import os
@@ -181,3 +182,41 @@ def make_corpus(lib, *, root_can_mknod):
     (lib / "bad" / "folder.jpg").mkdir()
     ignored += ["bad/dangling.jpg", "bad/loop_a.jpg", "bad/loop_b.jpg", "bad/link_to_a_photo.jpg", "bad/folder.jpg"]
     return good, broken, ignored, sock
+
+
+def disk_state(lib):
+    """Every entry below ``lib`` (but the store and the tree) by kind, mode and content; never opens a special file."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(lib):
+        dirnames[:] = [d for d in dirnames if d not in (".imagecluster", "clusters")]
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:  # root reads even the mode-000 file
+                    content = hashlib.sha256(f.read()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
+            else:
+                content = None
+            found[os.path.relpath(path, lib)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content)
+    return found
+
+
+def tree_clusters(lib):
+    """The clusters the tree ``lib/clusters`` holds, as sets of paths relative to ``lib``."""
+    lib = lib.resolve()
+    groups = set()
+    for dirpath, _, filenames in os.walk(lib / "clusters"):
+        links = [os.path.join(dirpath, f) for f in filenames if os.path.islink(os.path.join(dirpath, f))]
+        if links:
+            groups.add(frozenset(os.path.relpath(os.readlink(link), lib) for link in links))
+    return groups
+
+
+def write_photos(folder, photos):
+    """Write ``{relative name: bytes}`` below ``folder`` (the good photos alone, for a control run)."""
+    for name, data in photos.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder

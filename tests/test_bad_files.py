@@ -9,18 +9,16 @@ EXIF-rotated, damaged EXIF, odd names) and things that are not the library's
 photos by design (symlinks, a folder named like a photo).
 """
 
-import hashlib
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import pytest
-from _bad_files import DATA, camera_moved, make_corpus
+from _bad_files import DATA, camera_moved, disk_state, make_corpus, tree_clusters, write_photos
 from PIL import Image
 
 from imagecluster import NotAnImage
@@ -51,36 +49,6 @@ def cli(*args):
     return result
 
 
-def fingerprint_of_disk(lib):
-    """Every entry below ``lib`` (but the store and the tree) by kind and content; never opens a special file."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(lib):
-        dirnames[:] = [d for d in dirnames if d not in (".imagecluster", "clusters")]
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:  # root reads even the mode-000 file
-                    content = hashlib.sha256(f.read()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                content = os.readlink(path)
-            else:
-                content = None
-            found[os.path.relpath(path, lib)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content)
-    return found
-
-
-def tree_clusters(lib):
-    """The clusters the tree ``lib/clusters`` holds, as sets of paths relative to ``lib``."""
-    lib = lib.resolve()
-    groups = set()
-    for dirpath, _, filenames in os.walk(lib / "clusters"):
-        links = [os.path.join(dirpath, f) for f in filenames if os.path.islink(os.path.join(dirpath, f))]
-        if links:
-            groups.add(frozenset(os.path.relpath(os.readlink(link), lib) for link in links))
-    return groups
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and Unix sockets")
 def test_bad_files_are_skipped_once_with_a_reason_and_the_good_ones_cluster_as_alone(tmp_path):
     lib = tmp_path / "photos"
@@ -95,10 +63,10 @@ def test_bad_files_are_skipped_once_with_a_reason_and_the_good_ones_cluster_as_a
         broken["bad/growing.jpg"] = "damaged or truncated"
         kinds = len(good) - 6 + len(broken) + len(ignored)
         assert kinds >= 30, kinds
-        before = fingerprint_of_disk(lib)
+        before = disk_state(lib)
 
         result = cli("cluster", lib, "--sim", "0.7", "-v")
-        after = fingerprint_of_disk(lib)
+        after = disk_state(lib)
         growing.write(whole[len(whole) // 2:])
         growing.close()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -120,10 +88,7 @@ def test_bad_files_are_skipped_once_with_a_reason_and_the_good_ones_cluster_as_a
     assert after == before
 
     # the good photos cluster exactly as they do without the bad ones around them
-    control = tmp_path / "control"
-    for name, data in good.items():
-        (control / name).parent.mkdir(parents=True, exist_ok=True)
-        (control / name).write_bytes(data)
+    control = write_photos(tmp_path / "control", good)
     alone = cli("cluster", control, "--sim", "0.7")
     assert alone.returncode == 0 and "could not be read" not in alone.stdout, alone.stdout
     clusters = tree_clusters(lib)
