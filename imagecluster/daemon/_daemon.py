@@ -19,10 +19,11 @@ import os
 import signal
 import sys
 
-from dbus_fast import BusType, Message, NameFlag, RequestNameReply
+from dbus_fast import Message, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from .._exceptions import ImageClusterError
+from .._session_bus import find_session_bus
 from ._bus_repair import tolerate_full_socket
 from ._service import BUS_NAME, OBJECT_PATH, ImageClusterInterface
 
@@ -111,8 +112,8 @@ class Daemon:
     config : Config
         Libraries and settings.
     bus_address : str, default=None
-        The bus to serve on; None means the session bus
-        (``DBUS_SESSION_BUS_ADDRESS``).
+        The bus to serve on; None means the session bus, found as the
+        clients find it (``$DBUS_SESSION_BUS_ADDRESS``, else ``$XDG_RUNTIME_DIR/bus``).
     shutdown_timeout : float, default=5.0
         Seconds shutdown waits for calls in progress, and for the indexer's
         batch in hand.
@@ -193,10 +194,14 @@ class Daemon:
         for library in config.libraries:
             if not library.is_dir():
                 logger.warning("library %s is not there (yet); it is picked up when it appears", library)
+        address = self.bus_address or find_session_bus()
+        if address is None:
+            raise DaemonError(
+                "no D-Bus session bus: DBUS_SESSION_BUS_ADDRESS is not set and there is no $XDG_RUNTIME_DIR/bus"
+            )
         try:
-            self.bus = await MessageBus(bus_address=self.bus_address, bus_type=BusType.SESSION).connect()
+            self.bus = await MessageBus(bus_address=address).connect()
         except Exception as exc:
-            address = self.bus_address or os.environ.get("DBUS_SESSION_BUS_ADDRESS", "(unset)")
             raise DaemonError(f"cannot connect to the session bus at {address}: {exc}") from exc
         tolerate_full_socket(self.bus)
         self.indexer = self._make_indexer()

@@ -11,14 +11,13 @@ its own.
 
 import asyncio
 import logging
-import os
-import stat
 
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusFastError, SignatureBodyMismatchError
 
 from .._exceptions import DaemonDisconnected, DaemonNotAvailable, DaemonTimeout, InvalidParameter, PhotoNotFound
+from .._session_bus import find_session_bus
 from ._contract import BUS_NAME, INTERFACE, LOG_HINT, NO_BUS_HINT, OBJECT_PATH, error_from_dbus
 
 __all__ = ["Connection", "session_bus_address"]
@@ -41,20 +40,9 @@ def session_bus_address(address=None, environ=None):
     DaemonNotAvailable
         When none of them names a bus.
     """
+    address = address or find_session_bus(environ)
     if address:
         return address
-    environ = os.environ if environ is None else environ
-    address = environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-    if address:
-        return address
-    runtime = environ.get("XDG_RUNTIME_DIR", "")
-    if runtime:
-        socket_path = os.path.join(runtime, "bus")
-        try:
-            if stat.S_ISSOCK(os.stat(socket_path).st_mode):
-                return f"unix:path={socket_path}"
-        except OSError:
-            pass
     raise DaemonNotAvailable(
         f"no D-Bus session bus: DBUS_SESSION_BUS_ADDRESS is not set and there is no $XDG_RUNTIME_DIR/bus; {NO_BUS_HINT}"
     )

@@ -24,7 +24,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
+  <listen>{listen}</listen>
   <auth>EXTERNAL</auth>
   <servicedir>{servicedir}</servicedir>
   <policy context="default">
@@ -62,13 +62,13 @@ sys.exit(Daemon(config, cluster_hook=hold).run())
 
 
 class PrivateBus:
-    """A running ``dbus-daemon``; ``servicedir`` is where activation files go."""
+    """A running ``dbus-daemon``; ``servicedir`` is where activation files go; ``listen``: its D-Bus address."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, listen="unix:tmpdir=/tmp"):
         self.servicedir = folder / "services"
         self.servicedir.mkdir(parents=True)
         config = folder / "bus.conf"
-        config.write_text(BUS_CONFIG.format(servicedir=self.servicedir))
+        config.write_text(BUS_CONFIG.format(servicedir=self.servicedir, listen=listen))
         with open(folder / "bus.log", "wb") as log:
             self.proc = subprocess.Popen(
                 ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
@@ -89,6 +89,16 @@ class PrivateBus:
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
+
+
+@pytest.fixture
+def runtime_bus(tmp_path):
+    """A private bus listening only at ``<tmp>/runtime/bus``, as systemd's user instance puts it; yields the folder."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    bus = PrivateBus(tmp_path / "bus", listen=f"unix:path={runtime / 'bus'}")
+    yield runtime
+    bus.stop()
 
 
 @pytest.fixture
