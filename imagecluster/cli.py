@@ -2,8 +2,8 @@
 
 Exit status: 0 success, 1 the work failed (message on stderr), 2 a usage
 mistake (bad option or value), 130 interrupted, 141 stdout closed early
-(``| head``); ``daemon`` also 3: another daemon owns the bus name. ``remote`` has a code per error kind
-(``imagecluster remote --help``, doc/plugin-guide.rst).
+(``| head``); ``daemon`` also 3: another daemon owns the bus name. ``remote``
+has a code per error kind (``imagecluster remote --help``, doc/plugin-guide.rst).
 """
 
 import argparse
