@@ -1,8 +1,8 @@
 """install-service and the service files: what is written, where, and that systemd accepts it.
 
-systemd is not PID 1 here, so ``systemctl --user start`` cannot run; the unit is
-checked with ``systemd-analyze verify --user`` instead, and the activation file
-is used for real by the D-Bus activation test in test_dbus.py.
+The unit is also checked with ``systemd-analyze verify --user``; both files
+are used for real, under a real systemd user manager, by test_systemd_user.py
+(``systemctl --user start``, D-Bus activation through systemd, restarts).
 """
 
 import configparser
