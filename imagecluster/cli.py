@@ -302,7 +302,8 @@ def _print_clusters(clusters):
 _REMOTE_EXIT_CODES = """\
 exit status: 0 success; 1 other failure (the daemon answered Failed); 2 usage (bad
 option, --sim not a number or outside 0..1); 3 daemon not available (no session bus,
-or not running and not installed: run `imagecluster install-service`); 4 timeout
+or not running and not installed: run `imagecluster install-service`, or its
+systemd unit failed); 4 timeout
 (no answer within --timeout; `wait`: still busy); 5 not in any watched library;
 6 no such photo, or library not mounted; 7 not an image; 8 the tree folder is not
 an imagecluster tree; 9 the daemon went away during the call; 130 interrupted."""

@@ -11,6 +11,7 @@ its own.
 
 import asyncio
 import logging
+import time
 
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
@@ -19,6 +20,7 @@ from dbus_fast.errors import DBusFastError, SignatureBodyMismatchError
 from .._exceptions import DaemonDisconnected, DaemonNotAvailable, DaemonTimeout, InvalidParameter, PhotoNotFound
 from .._session_bus import find_session_bus
 from ._contract import BUS_NAME, INTERFACE, LOG_HINT, NO_BUS_HINT, OBJECT_PATH, error_from_dbus
+from ._unit import CHECK_EVERY, unit_failure
 
 __all__ = ["Connection", "session_bus_address"]
 
@@ -107,12 +109,13 @@ class Connection:
             signature=signature, body=list(body),
         )
         try:
-            reply = await asyncio.wait_for(bus.call(message), timeout)
+            reply = await self._reply(bus, message, timeout)
         except asyncio.TimeoutError as exc:
             raise DaemonTimeout(
-                f"the imagecluster daemon did not answer {member} within {timeout:g} s "
-                "(it may still be working; allow more time with timeout=)"
+                f"the imagecluster daemon did not answer {member} within {timeout:g} s; it may still be working"
             ) from exc
+        except DaemonNotAvailable:  # the unit failed (a ConnectionError, not a lost connection)
+            raise
         except SignatureBodyMismatchError as exc:
             raise InvalidParameter(f"bad arguments for {member}: {exc}") from exc
         except (OSError, EOFError, DBusFastError) as exc:
@@ -124,6 +127,31 @@ class Connection:
             cause = DBusError(reply.error_name, text, reply)
             raise error_from_dbus(reply.error_name, text, member=member, not_found=not_found) from cause
         return reply.body
+
+    async def _reply(self, bus, message, timeout):
+        """The reply to ``message``, or DaemonNotAvailable as soon as the daemon's systemd unit failed.
+
+        Raises asyncio.TimeoutError after ``timeout`` seconds. While waiting,
+        the unit's state is looked at every second (see :mod:`._unit`).
+        """
+        loop = asyncio.get_running_loop()
+        start, since = loop.time(), time.time()
+        call = asyncio.ensure_future(bus.call(message))
+        try:
+            while True:
+                left = None if timeout is None else timeout - (loop.time() - start)
+                step = CHECK_EVERY if left is None else max(0.0, min(CHECK_EVERY, left))
+                done, _ = await asyncio.wait({call}, timeout=step)
+                if done:
+                    return call.result()
+                if left is not None and left <= step:
+                    raise asyncio.TimeoutError
+                failure = await unit_failure(bus, since=since, waited=loop.time() - start)
+                if failure is not None:
+                    raise DaemonNotAvailable(failure)
+        finally:
+            if not call.done():
+                call.cancel()
 
     async def subscribe(self, timeout):
         """Ask the bus for the daemon's signals (once; again after a reconnect), within ``timeout`` seconds."""

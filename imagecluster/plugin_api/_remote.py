@@ -43,7 +43,8 @@ EXIT_DISCONNECTED = 9
 #: (exception, exit status, what it means), most specific first; the guide's table.
 EXIT_CODES = (
     (InvalidParameter, EXIT_USAGE, "usage: a bad option or value (e.g. --sim not a number or outside 0..1)"),
-    (DaemonNotAvailable, EXIT_NOT_AVAILABLE, "no session bus, or the daemon is not running and not installed"),
+    (DaemonNotAvailable, EXIT_NOT_AVAILABLE,
+     "no session bus, or the daemon is not running and not installed, or its systemd unit failed"),
     (DaemonTimeout, EXIT_TIMEOUT, "no answer within --timeout (remote wait: still busy)"),
     (NotInLibrary, EXIT_NOT_IN_LIBRARY, "the path (or --library) is outside every watched library"),
     (PhotoNotFound, EXIT_NOT_FOUND, "no such photo"),
@@ -67,6 +68,8 @@ def run_remote(args):
     """Run ``imagecluster remote <command>`` for parsed ``args``; returns the exit status."""
     try:
         return asyncio.run(_COMMANDS[args.remote](args))
+    except DaemonTimeout as exc:  # the client's message cannot know the command's option
+        return _fail(args, type(exc).__name__, f"{exc}: allow more time with --timeout SECONDS", exit_code(exc))
     except ImageClusterError as exc:
         return _fail(args, type(exc).__name__, str(exc), exit_code(exc))
     except Exception as exc:  # a bug here must still not show a traceback to a plugin

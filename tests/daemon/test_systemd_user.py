@@ -242,3 +242,15 @@ def test_a_bad_config_fails_with_status_2_and_is_not_restarted(session):
     time.sleep(1.0)  # RestartSec is 100 ms: a restart loop would have shown by now
     again = session.show()
     assert (again["ActiveState"], again["NRestarts"]) == ("failed", "0"), again
+
+    # A call now (D-Bus activation asks systemd, which fails again) says so at
+    # once, with the fix, instead of waiting out --timeout like a slow daemon.
+    remote = subprocess.run(
+        [sys.executable, "-m", "imagecluster", "remote", "status", "--timeout", "600"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert remote.returncode == 3, remote.stderr
+    assert "the imagecluster service failed (it exited with status 2: its config file" in remote.stderr
+    assert "systemctl --user status imagecluster" in remote.stderr
+    assert "systemctl --user restart imagecluster" in remote.stderr
+    assert session.show()["NRestarts"] == "0"
