@@ -198,9 +198,10 @@ class Indexer:
         """
         if self._phase == "stopped":
             raise RuntimeError("the indexer is stopped")
-        root, rel = self.resolve(path)
+        # realpath and stat of a caller's path run in a thread: a hung network mount must not freeze the bus.
+        root, rel = await asyncio.to_thread(self.resolve, path)
         lib = self._libs[root]
-        sig = file_sig(root / rel)
+        sig = await asyncio.to_thread(file_sig, root / rel)
         if sig is None:
             raise PhotoNotFound(f"{path}: no such file")
         async with self._store_lock:

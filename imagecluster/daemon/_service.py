@@ -42,7 +42,7 @@ from .._library import library_clusters
 from .._pairs import similar_shots
 from ..graph import LibraryGraph
 from ..cluster import check_sim
-from ..tree import write_tree
+from ..tree import check_tree_folder, write_tree
 
 __all__ = ["BUS_NAME", "ERROR_PREFIX", "INTERFACE", "OBJECT_PATH", "ImageClusterInterface"]
 
@@ -82,6 +82,15 @@ def _check_absolute(path, what="path"):
     if not os.path.isabs(path):
         raise InvalidParameter(f"{what} {path!r} is relative; give an absolute path")
     return path
+
+
+def _utf8(text):
+    """Whether a path can travel over D-Bus (a name with bytes that are not UTF-8 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _on_disk(root, groups, min_size):
@@ -257,7 +266,7 @@ class ImageClusterInterface(ServiceInterface):
         with self._answering():
             sim = _check_sim(sim)
             await self._started()
-            root = self._library(library)
+            root = await self._library(library)
             groups, _ = await self._cluster(root, sim, self._config.tree_folder(root))
             return groups
 
@@ -268,7 +277,9 @@ class ImageClusterInterface(ServiceInterface):
             sim = _check_sim(sim)
             out = Path(os.path.normpath(_check_absolute(out, "out")))
             await self._started()
-            root = self._library(library)
+            root = await self._library(library)
+            # Inside a library only a new or empty folder or one of our trees (stat off the loop).
+            out = await asyncio.to_thread(check_tree_folder, out, libraries=self._indexer.libraries)
             groups, tree = await self._cluster(root, sim, out)
             return [os.fspath(tree), len(groups)]
 
@@ -289,10 +300,10 @@ class ImageClusterInterface(ServiceInterface):
             _check_absolute(path)
             await self._started()
             vector = await self._indexer.fingerprint(path)
-            root, rel = self._indexer.resolve(path)
+            root, rel = await asyncio.to_thread(self._indexer.resolve, path)
             own = os.fspath(Path(root) / rel)
             matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim, own)
-            return [[p, s] for p, s in matches]
+            return [[p, s] for p, s in matches if _utf8(p)]
 
     @dbus_method()
     async def WaitIdle(self, timeout: DBusDouble) -> DBusBool:
@@ -407,10 +418,10 @@ class ImageClusterInterface(ServiceInterface):
 
     # ------------------------------------------------------------- helpers
 
-    def _library(self, library):
+    async def _library(self, library):
         """The watched library named by ``library`` (a Libraries entry), present now."""
         _check_absolute(library, "library")
-        root = Path(os.path.realpath(library))
+        root = Path(await asyncio.to_thread(os.path.realpath, library))  # off the loop: a hung mount
         if root not in self._indexer.libraries:
             raise NotInLibrary(f"{library} is not a watched library (see the Libraries property)")
         if root not in self._indexer.available_libraries:
@@ -428,7 +439,12 @@ class ImageClusterInterface(ServiceInterface):
             self._clustering -= 1
             self.notify()
         self.ClustersWritten(os.fspath(tree), len(groups))
-        return [[os.fspath(p) for p in group] for group in groups], tree
+        named = [[os.fspath(p) for p in group] for group in groups]
+        answer = [[p for p in group if _utf8(p)] for group in named]
+        if sum(map(len, answer)) != sum(map(len, named)):
+            logger.warning("%s: photos whose names are not UTF-8 are left out of the answer (D-Bus strings must be "
+                           "UTF-8); the tree %s holds them", library, tree)
+        return [group for group in answer if group], tree
 
     def _cluster_sync(self, library, sim, out):
         if self._cluster_hook is not None:
