@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -34,12 +35,26 @@ def default_cache_dir() -> Path:
 
 
 def import_tensorflow():
-    """Import TensorFlow and Keras quietly and return ``(tf, keras)``."""
+    """Import TensorFlow and Keras quietly and return ``(tf, keras)``.
+
+    TF_CPP_MIN_LOG_LEVEL does not reach what TensorFlow's C++ side prints
+    while it loads ("oneDNN custom operations are on", twice, each after
+    absl's "All log messages before absl::InitializeLog()"), so the import
+    runs with file descriptor 2 caught: those lines are logged at debug
+    level (``-vv``), anything else as a warning.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    with native_stderr_to_log():
+        import keras
+        import tensorflow as tf
 
     return tf, keras
+
+
+# Native lines that are only information: TFLite's "INFO: ...", absl's notice
+# that logging is not set up yet, and absl-format INFO and WARNING lines
+# ("I0000 00:00:...", "W0000 ..."), the levels TF_CPP_MIN_LOG_LEVEL=2 hides.
+_NATIVE_CHATTER = re.compile(r"INFO: |WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} ")
 
 
 @contextlib.contextmanager
@@ -64,7 +79,7 @@ def native_stderr_to_log():
             os.close(saved)
             caught.seek(0)
             for line in caught.read().decode(errors="replace").splitlines():
-                if line.startswith("INFO: "):
+                if _NATIVE_CHATTER.match(line):
                     logger.debug("%s", line)
                 elif line.strip():
                     logger.warning("%s", line)

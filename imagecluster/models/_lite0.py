@@ -189,10 +189,11 @@ def _interpreter_class():
 
 def _open_interpreter(content, num_threads):
     """Return ``(interpreter, input index, features index, logits index)``; ValueError if unfit."""
+    interpreter_class = _interpreter_class()  # may import TensorFlow, which catches fd 2 itself
     with warnings.catch_warnings():  # tf.lite.Interpreter warns that it is deprecated
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
         with native_stderr_to_log():
-            interpreter = _interpreter_class()(
+            interpreter = interpreter_class(
                 model_content=content, num_threads=num_threads,
             )
             interpreter.allocate_tensors()  # where the XNNPACK delegate announces itself
