@@ -192,11 +192,12 @@ def library_clusters(
         graph = graph if graph is not None else LibraryGraph(store, model_name)
         if sim >= graph.floor:
             graph.update(progress=progress)
-            groups = [[root / p for p in group] for group in graph.clusters(sim, min_size)]
-            return one_per_shot(groups, link=pair_link, min_size=min_size)
+            groups = one_per_shot(graph.clusters(sim, min_size), link=pair_link, min_size=min_size)
+            return [[root / p for p in group] for group in groups]
         logger.info("sim %s is below the similarity graph's floor %s: comparing every pair of photos", sim, graph.floor)
     paths, fingerprints = store.fingerprints(model_name)
     if len(paths) == 0:
         return []
     groups = cluster(fingerprints, sim, min_size, cut=cut)
-    return one_per_shot([[root / paths[i] for i in group] for group in groups], link=pair_link, min_size=min_size)
+    groups = one_per_shot([[paths[i] for i in group] for group in groups], link=pair_link, min_size=min_size)
+    return [[root / p for p in group] for group in groups]

@@ -9,7 +9,6 @@ than the minimum size is dropped.
 """
 
 import os
-from pathlib import Path
 
 from ._exceptions import InvalidParameter
 from ._raw import RAW_SUFFIXES
@@ -46,10 +45,13 @@ def one_per_shot(groups, *, link="jpeg", min_size=2):
 
     Returns
     -------
-    list of list of pathlib.Path
-        Clusters of distinct shots, in their order (largest first, ties as given).
+    list of list of path-like
+        Clusters of distinct shots (the paths as given), in their order
+        (largest first, ties as given).
         Files that are not part of a pair are untouched.
     """
+    if not any(_is_raw(path) for group in groups for path in group):  # no RAW file: no pair (the usual case)
+        return [list(group) for group in groups if len(group) >= min_size]
     out = []
     for group in groups:
         by_stem = {}  # a shot: its folder and its name without the ending
@@ -57,7 +59,7 @@ def one_per_shot(groups, *, link="jpeg", min_size=2):
             by_stem.setdefault(os.path.splitext(os.fspath(path))[0], []).append(path)
         kept = [path for files in by_stem.values() for path in _keep(files, link)]
         if len(kept) >= min_size:
-            out.append([Path(p) for p in kept])
+            out.append(kept)
     out.sort(key=len, reverse=True)  # stable: equal sizes keep their order
     return out
 

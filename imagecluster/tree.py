@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import datetime
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -121,18 +122,41 @@ def write_tree(clusters, out, *, info=None):
     if any(len(g) == 0 for g in groups):
         raise InvalidParameter("a cluster must hold at least one photo")
     _check_replaceable(out)
+    info = {**(info or {}), "digest": _digest(groups, info or {})}
+    if _written_already(out, info["digest"]):
+        logger.debug("the cluster tree at %s already holds these clusters; left as it is", out)
+        return out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     except OSError as exc:
         raise TreeError(f"cannot create the cluster tree beside {out}: {exc.strerror or exc}") from exc
     try:
-        _fill(staging, groups, info or {})
+        _fill(staging, groups, info)
         _swap_in(staging, out)
     except BaseException:
         _remove_tree(staging)
         raise
     return out
+
+
+def _digest(groups, info):
+    """What a tree holds, in 16 hex digits: its clusters in order and how they were made."""
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode())
+    for group in groups:
+        digest.update(b"\n".join(map(os.fsencode, group)) + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _written_already(out, digest):
+    """Whether ``out`` is our tree of exactly these clusters (a repeated Cluster call rewrites nothing)."""
+    if not is_own_tree(out):
+        return False
+    try:
+        marker = json.loads((out / TREE_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("digest") == digest
 
 
 def _check_replaceable(out):

@@ -119,3 +119,18 @@ def test_check_tree_folder_inside_a_library_wants_a_new_empty_or_own_folder(phot
     assert check_tree_folder("~/nowhere-new", libraries=[photos]) == Path(os.path.expanduser("~/nowhere-new"))
     with pytest.raises(InvalidParameter):
         check_tree_folder("", libraries=[photos])
+
+
+def test_the_same_clusters_again_rewrite_nothing(tmp_path):
+    photos = [tmp_path / f"p{k}.jpg" for k in range(4)]
+    for p in photos:
+        p.write_bytes(b"x")
+    out = tmp_path / "tree"
+    write_tree([photos[:2], photos[2:]], out, info={"sim": 0.7})
+    first = (out.stat().st_ino, (out / ".imagecluster-tree").read_text())
+    write_tree([photos[:2], photos[2:]], out, info={"sim": 0.7})  # a repeated Cluster call
+    assert (out.stat().st_ino, (out / ".imagecluster-tree").read_text()) == first
+    write_tree([photos[:3]], out, info={"sim": 0.7})  # other clusters: a new tree
+    assert out.stat().st_ino != first[0] and sorted(p.name for p in out.rglob("*.jpg")) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    write_tree([photos[:3]], out, info={"sim": 0.6})  # the same clusters made otherwise: the marker says so
+    assert '"sim": 0.6' in (out / ".imagecluster-tree").read_text()
