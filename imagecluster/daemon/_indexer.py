@@ -376,8 +376,13 @@ class Indexer:
             work[root][1].append((rel, sig, failure.reason))
         for root, (items, failed) in work.items():
             lib = self._libs[root]
-            if lib.available:
-                await self._store_call(lib, lib.put_sync, items, failed)
+            if lib.available and not await self._store_call(lib, lib.put_sync, items, failed):
+                # A full disk, say: nothing is lost, the photos are fingerprinted again after a while.
+                retry = time.monotonic() + self._rescan
+                for rel, sig, _ in items:
+                    self._pending.consider((root, rel), sig, None, since=retry)
+                self._wakeup.set()  # the events task recomputes when the next photo is due
+                logger.warning("%d photo(s) of %s will be tried again in %g s", len(items), root, self._rescan)
         logger.info("fingerprinted %d photo(s); %d pending", len(result.paths), len(self._pending) - len(batch))
         self._stored_since_compact += len(result.paths)
         if not self._pending.ready and self._stored_since_compact >= COMPACT_AFTER:
@@ -466,9 +471,10 @@ class Indexer:
                 known = await asyncio.to_thread(fn, *args)
             except (ImageClusterError, OSError) as exc:
                 logger.warning("cannot update the store of %s: %s", lib.root, exc)
-                return
+                return False
         if isinstance(known, dict) and lib.available:
             lib.set_known(known)
+        return True
 
     def _update(self):
         """Recompute idleness, and call ``on_change`` when indexed, pending or state changed."""

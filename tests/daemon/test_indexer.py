@@ -385,3 +385,36 @@ def test_bad_options_are_refused(tmp_path):
         Indexer([])
     with pytest.raises(InvalidParameter):
         Indexer([tmp_path], model="lite0", worker=InferenceWorker("vgg16"))
+
+
+def test_a_store_that_cannot_be_written_loses_no_photo(tmp_path, worker, monkeypatch):
+    # A full disk refuses the first put: the photo is fingerprinted again after rescan_seconds, not lost.
+    from imagecluster import StoreError
+    from imagecluster.store import Store as RealStore
+
+    lib = tmp_path / "photos"
+    lib.mkdir()
+    refusals = []
+    real_put = RealStore.put
+
+    def put(self, model, items):
+        if not refusals:
+            refusals.append(True)
+            raise StoreError("cannot write journal.pk: [Errno 28] No space left on device")
+        return real_put(self, model, items)
+
+    monkeypatch.setattr(RealStore, "put", put)
+
+    async def main():
+        indexer = indexer_for([lib], worker, rescan_seconds=0.5)
+        await indexer.start()
+        try:
+            copy_photo(lib / "new.jpg")
+            await eventually(lambda: "new.jpg" in entries(lib), "the photo stored on the second try")
+            assert refusals == [True]
+            await indexer.wait_idle(TIMEOUT)
+            assert (indexer.indexed, indexer.pending) == (1, 0)
+        finally:
+            await indexer.stop()
+
+    asyncio.run(main())
