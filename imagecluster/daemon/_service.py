@@ -127,13 +127,21 @@ class _Graphs:
                 logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
 
     def save(self):
-        """Write the graphs that changed since they were saved (blocking)."""
+        """Write the graphs that changed since they were saved (blocking).
+
+        A graph still being built is skipped rather than waited for: a stop
+        must not wait a minute for a large library's search (the next start
+        builds it again).
+        """
         with self._guard:
             graphs = list(self._graphs.values())
         for graph, lock in graphs:
-            with lock:
-                if graph.paths:
-                    graph.update(save=True)
+            if lock.acquire(blocking=False):
+                try:
+                    if graph.paths:
+                        graph.update(save=True)
+                finally:
+                    lock.release()
 
     @contextlib.contextmanager
     def of(self, library):
