@@ -36,7 +36,7 @@ def fingerprints(paths, *, model=None, batch_size=DEFAULT_BATCH_SIZE, progress=F
     batch_size : int, default=32
         Photos per inference call.
     progress : bool, default=False
-        Show a progress bar on a terminal.
+        Show progress on stderr: a bar on a terminal, else a line every 10 s.
 
     Returns
     -------
@@ -112,7 +112,7 @@ def cluster_folder(
     cut : {"absolute", "relative"}, default="absolute"
         How ``sim`` cuts the dendrogram (see :func:`imagecluster.cluster.cluster`).
     progress : bool, default=False
-        Show a progress bar on a terminal.
+        Show progress on stderr: a bar on a terminal, else a line every 10 s.
     write : bool, default=True
         Write the symlink tree.
     pair_link : {"jpeg", "raw"}, default="jpeg"

@@ -97,6 +97,7 @@ def _build_parser():
     )
     common.add_argument("--batch-size", type=_positive_int, default=32, help="photos per inference call (default 32)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="say more (twice: debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar (or progress lines in a log)")
 
     cluster = commands.add_parser(
         "cluster", parents=[common],
@@ -203,7 +204,7 @@ def _positive_int(text):
 def _run_cluster(args):
     report, clusters, tree = run_cluster(
         args.folder, sim=args.sim, out=args.out, model=args.model, min_size=args.min_size,
-        cut=args.cut, batch_size=args.batch_size, progress=True, pair_link=args.pair_link,
+        cut=args.cut, batch_size=args.batch_size, progress=not args.quiet, pair_link=args.pair_link,
     )
     _print_report(report, list_all=args.verbose > 0)
     _print_clusters(clusters)
@@ -214,7 +215,7 @@ def _run_cluster(args):
 
 def _run_index(args):
     root = check_library(args.folder)
-    with ProgressBar(f"fingerprinting {root.name or root}") as bar:
+    with ProgressBar(f"fingerprinting {root.name or root}", enabled=not args.quiet) as bar:
         report = index_library(root, model=args.model, batch_size=args.batch_size, progress=bar)
     _print_report(report, list_all=args.verbose > 0)
     return EXIT_OK
@@ -330,6 +331,7 @@ def _add_remote_commands(commands):
         help="seconds to wait for the daemon's answer (default 25; 600 for cluster, fingerprint, similar)",
     )
     common.add_argument("-v", "--verbose", action="count", default=0, help="say more (twice: debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress (remote wait)")
     kinds = {
         "cluster": "cluster every library (or --library), write the trees, print the clusters",
         "fingerprint": "print the fingerprint of one photo inside a library",

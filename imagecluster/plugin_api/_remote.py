@@ -25,6 +25,7 @@ from .._exceptions import (
     NotOurTree,
     PhotoNotFound,
 )
+from .._progress import ProgressBar
 from ._client import AsyncClient
 
 __all__ = ["EXIT_CODES", "run_remote"]
@@ -164,9 +165,18 @@ async def _status(args):
 
 
 async def _wait(args):
-    async with _client(args) as client:
-        idle = await client.wait_idle(args.seconds)
-        pending = (await client.status()).pending
+    with ProgressBar("the daemon is fingerprinting", enabled=not args.quiet) as bar:
+        async with _client(args) as client:
+            start = await client.status()
+
+            def progress(indexed, pending):  # done since the wait began, of done + still pending
+                done = max(0, indexed - start.indexed)
+                bar.update(done, done + pending)
+
+            await client.on_progress(progress)
+            progress(start.indexed, start.pending)
+            idle = await client.wait_idle(args.seconds)
+            pending = (await client.status()).pending
     if args.json:
         _print_json({"idle": idle, "pending": pending})
     else:
