@@ -27,7 +27,6 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "Pillow>=10.0",
-        "tqdm>=4.60",
         # Camera RAW files (CR2, NEF, ARW, DNG, ...): LibRaw inside the wheels.
         # Imported only when a RAW file is read.
         "rawpy>=0.21",
