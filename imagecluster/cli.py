@@ -39,9 +39,9 @@ _MAX_LISTED = 20
 _SIM_HELP = f"""\
 similarity index in 0..1 (default {DEFAULT_SIM}). Photos are grouped when they
 are, on average, at least this similar by content (cosine similarity of their
-fingerprints). Higher = stricter, smaller groups: 0.9 finds near-duplicates and
-bursts of the same shot, 0.7 the same scene or subject, 0.5 loosely related
-photos; 1 only identical photos, 0 puts everything in one group."""
+fingerprints). Higher = stricter, smaller groups: 0.9 near-duplicates, 0.8
+bursts, 0.7 bursts and re-takes of the same scene or subject, 0.5 loosely
+related photos; 1 only identical photos, 0 puts everything in one group."""
 
 
 def main(argv=None):

@@ -377,8 +377,8 @@ if dt.configuration.api_version_major < 9 then
   dt.print_error("imagecluster: needs darktable 4.2 or later (Lua API 9)")
 elseif dt.configuration.has_gui then -- darktable-cli has no GUI; registering would hang it
   dt.preferences.register(MODULE, "sim", "float", "imagecluster: similarity (sim)",
-    "photos at least this similar are grouped: 0.9 near-duplicates and bursts, "
-      .. "0.7 the same scene or subject, 0.5 loosely related",
+    "photos at least this similar are grouped: 0.9 near-duplicates, 0.8 bursts, "
+      .. "0.7 bursts and re-takes of the same scene or subject, 0.5 loosely related photos",
     DEFAULT_SIM, 0.0, 1.0, 0.05)
   dt.gui.libs.image.register_action(MODULE, "cluster similar",
     function()
