@@ -125,6 +125,7 @@ class LibraryGraph:
         self._index = None  # path -> node, made when Similar needs it
         self._loaded = False
         self._dirty = False
+        self._version = None  # the store's version at the last catch-up
 
     def __repr__(self):
         return f"LibraryGraph({self.store!r}, {self.model!r}, floor={self.floor}, {len(self.paths)} photos)"
@@ -157,6 +158,9 @@ class LibraryGraph:
         changed : bool
             Whether photos were added to or dropped from the graph.
         """
+        version = self.store.version()
+        if self._loaded and version == self._version and not self._dirty:
+            return False  # nothing written since the last catch-up
         view = self.store.view(self.model)
         loaded = not self._loaded and self._load(view)
         self._loaded = True
@@ -167,6 +171,7 @@ class LibraryGraph:
             self.paths, self._entries, self.edges = [], {}, Edges.empty()
             changed = self._follow(view, progress)
         self._dirty |= changed
+        self._version = version
         if save and self._dirty and self.paths:
             self.save()
         return changed

@@ -248,6 +248,16 @@ class Store:
             found = sorted(m.rows) if wanted is None else [p for p in wanted if p in m.rows]
             return found, m.take(found).astype(np.float32)
 
+    def version(self):
+        """An opaque value that changes whenever the store's content may have changed (two ``stat`` calls).
+
+        Lets a cache built from the store (the similarity graph) skip its
+        catch-up when nothing was written, by this process or another.
+        """
+        with self._mutex:
+            self._refresh()
+            return (self._snapshot_sig, self._journal_sig, self._journal_good)
+
     def view(self, model):
         """Every fingerprint of one model as it is held, without a copy: the fast path for clustering.
 

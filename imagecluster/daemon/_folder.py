@@ -276,8 +276,13 @@ class LibraryFolder:
         self.store.compact()
 
     def read_sync(self, rel, sig):
-        """The stored fingerprint of a photo if the store holds this version (``sig``), else None."""
-        entry = self.store.entries(self.model).get(rel)
+        """The stored fingerprint of a photo if the store holds this version (``sig``), else None.
+
+        The version is checked against the mirror of the store (``known``):
+        copying a large library's entries for one photo would cost more than
+        the answer.
+        """
+        entry = self.known.get(rel)
         if entry is None or tuple(entry) != sig:
             return None
         paths, vectors = self.store.fingerprints(self.model, [rel])
