@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import __version__
 from ._api import run_cluster
+from ._cli_parser import Parser
 from ._exceptions import ImageClusterError, InvalidParameter
 from ._library import index_library
 from ._pairs import PAIR_LINKS
@@ -80,7 +81,7 @@ def main(argv=None):
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="imagecluster",
         description="Group photos by content: fingerprint them with a neural network, "
         "cluster similar ones, and write the groups as folders of symlinks.",
