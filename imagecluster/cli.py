@@ -210,7 +210,7 @@ def _run_cluster(args):
     _print_report(report, list_all=args.verbose > 0)
     _print_clusters(clusters)
     photos = sum(len(c) for c in clusters)
-    print(f"{len(clusters)} clusters with {photos} photos written to {_shown(tree)}")
+    print(f"{_count(len(clusters), 'cluster')} with {_count(photos, 'photo')} written to {_shown(tree)}")
     return EXIT_OK
 
 
@@ -266,7 +266,9 @@ def _print_report(report, *, list_all=False):
     changes = [f"{report.added} new", f"{report.updated} changed", f"{report.unchanged} unchanged"]
     if report.removed:
         changes.append(f"{report.removed} gone")
-    print(f"{_shown(report.library)}: {report.found} photos ({', '.join(changes)}), model {report.model}")
+    # The total is what the parts add up to; files that could not be read are listed below, not counted.
+    print(f"{_shown(report.library)}: {_count(report.fingerprinted, 'photo')} ({', '.join(changes)}), "
+          f"model {report.model}")
     failures = report.failures + report.known_failures  # known: unreadable before, unchanged, not tried again
     if failures:
         print(f"skipped {len(failures)} file(s) that could not be read:")
@@ -275,6 +277,11 @@ def _print_report(report, *, list_all=False):
             print(f"  {_shown(failure.path)}: {failure.reason}")
         if len(failures) > len(listed):
             print(f"  ... and {len(failures) - len(listed)} more (-v lists them all)")
+
+
+def _count(n, noun):
+    """``"1 photo"``, ``"2 photos"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _shown(path):

@@ -112,13 +112,16 @@ async def _cluster(args):
     if args.json:
         _print_json({"sim": sim, "clusters": clusters, "trees": trees})
         return EXIT_OK
-    for number, cluster in enumerate(clusters, 1):
-        print(f"cluster {number}: {len(cluster)} photos")
+    seen = {}  # named as in the tree: cluster_with_<size>/cluster_<k>, k from 0 within a size
+    for cluster in clusters:
+        k = seen[len(cluster)] = seen.get(len(cluster), -1) + 1
+        print(f"cluster_with_{len(cluster)}/cluster_{k}: {len(cluster)} photos")
         for path in cluster:
             print(f"  {path}")
     photos = sum(len(c) for c in clusters)
     hint = "" if clusters else "; try a lower --sim"
-    print(f"{len(clusters)} clusters with {photos} photos at sim {sim:g}{hint}")
+    counted = f"{len(clusters)} cluster{'' if len(clusters) == 1 else 's'} with {photos} photos"
+    print(f"{counted} at sim {sim:g}{hint}")
     for tree in trees:
         print(f"tree written: {tree}")
     return EXIT_OK

@@ -1,0 +1,13 @@
+"""The run's summary adds up: the total is new + changed + unchanged, unreadable files are listed apart; 1 cluster."""
+
+from imagecluster.cli import main
+
+
+def test_the_summary_counts_add_up_and_one_is_singular(make_library, capsys):
+    library = make_library({"a.jpg": "dog.jpg", "b.jpg": "dog.jpg"})
+    (library / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    assert main(["cluster", str(library), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{library}: 2 photos (2 new, 0 changed, 0 unchanged), model lite0\n" in out
+    assert "skipped 1 file(s) that could not be read:\n" in out
+    assert out.endswith(f"1 cluster with 2 photos written to {library / 'clusters'}\n")
