@@ -20,8 +20,8 @@ ROOT = Path(__file__).parents[2]
 GUIDE = ROOT / "doc" / "plugin-guide.rst"
 DATA = ROOT / "tests" / "data"
 
-CPP = "C++ / Qt (a digiKam DPlugin)"
-VALA = "Vala (a Shotwell-style GLib application)"
+CPP = "C++ / Qt (QtDBus, digiKam's D-Bus stack)"
+VALA = "Vala (GDBus, Shotwell's D-Bus stack)"
 PYTHON = "Python"
 SHELL = "Shell (or any program that can run a command)"
 CONTRACT = "The contract"
