@@ -114,7 +114,9 @@ def cluster_folder(
     progress : bool, default=False
         Show progress on stderr: a bar on a terminal, else a line every 10 s.
     write : bool, default=True
-        Write the symlink tree.
+        Write the symlink tree. The fingerprints are stored in
+        ``<path>/.imagecluster`` either way; to write nothing at all, use
+        :func:`fingerprints` and :func:`imagecluster.cluster.cluster`.
     pair_link : {"jpeg", "raw"}, default="jpeg"
         A RAW and a JPEG of one shot (same folder, same name, e.g.
         ``IMG_0001.CR2`` + ``IMG_0001.JPG``) are one photo: which of the two
