@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from ._exceptions import InvalidParameter, NotOurTree, TreeError
@@ -128,7 +128,7 @@ def write_tree(clusters, out, *, info=None):
         return out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        staging = _new_folder(out.parent, f".{out.name}.new-")
     except OSError as exc:
         raise TreeError(f"cannot create the cluster tree beside {out}: {exc.strerror or exc}") from exc
     try:
@@ -167,6 +167,22 @@ def _check_replaceable(out):
             f"{out} exists and was not written by imagecluster; "
             "it is left untouched. Choose another output folder (--out) or remove it yourself."
         )
+
+
+def _new_folder(parent, prefix):
+    """A new, empty folder ``parent/prefix<random>`` with the mode the user's umask gives.
+
+    Not ``tempfile.mkdtemp``: its folders are 0700, and this one becomes the
+    tree the user browses (and may share).
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free name for a new folder", os.fspath(parent / prefix))
 
 
 def _fill(staging, groups, info):
