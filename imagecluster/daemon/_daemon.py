@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import signal
-import sys
 
 from dbus_fast import Message, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
@@ -25,6 +23,7 @@ from dbus_fast.aio import MessageBus
 from .._exceptions import ImageClusterError
 from .._session_bus import find_session_bus
 from ._bus_repair import tolerate_full_socket
+from ._logging import configure_logging
 from ._service import BUS_NAME, OBJECT_PATH, ImageClusterInterface
 
 __all__ = [
@@ -42,43 +41,6 @@ _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # glibc's mallopt parameter, and the value the daemon gives it (see _keep_heap_small).
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 4 << 20
-
-# sd-daemon(3) priority prefixes: the journal files each line under its level.
-_JOURNAL_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class _Formatter(logging.Formatter):
-    def __init__(self, journal):
-        super().__init__("%(message)s")
-        self.journal = journal
-
-    def format(self, record):
-        text = super().format(record)
-        if self.journal:
-            return f"<{_JOURNAL_PRIORITIES.get(record.levelno, 6)}>{text}"
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"imagecluster daemon: {level}{text}"
-
-
-def configure_logging(verbose=0, *, stream=None):
-    """Log to stderr: INFO and up (imagecluster's DEBUG too with ``verbose``), journal priorities under systemd."""
-    stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(_Formatter(journal=_is_journal(stream)))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("imagecluster").setLevel(logging.DEBUG if verbose else logging.NOTSET)
-
-
-def _is_journal(stream):
-    """Whether ``stream`` is the journal's stream (systemd sets ``JOURNAL_STREAM=dev:inode``)."""
-    try:
-        st = os.fstat(stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return os.environ.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
-
 
 def _keep_heap_small():
     """Have glibc return freed blocks of 4 MB and more to the system at once.
@@ -145,6 +107,7 @@ class Daemon:
         self._wake = None
         self._owns_name = False
         self._indexer_started = False
+        self._served = False  # "stopped" is said only of a daemon that said "serving"
 
     def run(self):
         """Serve until a signal comes; returns the exit status."""
@@ -228,6 +191,7 @@ class Daemon:
             "serving %s on the session bus (model %s); watching %s",
             BUS_NAME, self.indexer.model_name, ", ".join(map(str, config.libraries)),
         )
+        self._served = True
 
     def _make_indexer(self):
         factory = self.indexer_factory
@@ -299,4 +263,5 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.bus.wait_for_disconnect()), 2.0)
             self.bus = None
-        logger.info("stopped")
+        if self._served:
+            logger.info("stopped")

@@ -24,7 +24,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 
 import numpy as np
 
@@ -32,12 +31,12 @@ from .. import _exceptions
 from .._exceptions import ImageClusterError, InvalidParameter
 from .._pipeline import Failure, FingerprintBatch, check_batch_size
 from ..models import MODEL_NAMES
+from ._logging import configure_logging
 
 __all__ = ["InferenceWorker", "WorkerError"]
 
 logger = logging.getLogger(__name__)
 
-_LOG_FORMAT = "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
 # Errors a child may report that the parent raises under their own name.
 _KNOWN_ERRORS = {name: getattr(_exceptions, name) for name in _exceptions.__all__}
 
@@ -52,7 +51,7 @@ class _IdleExit(Exception):
 
 def _serve(conn, model_name, batch_size, idle_timeout, log_level):
     """The child's main loop: answer requests until the sentinel, EOF, or idleness."""
-    logging.basicConfig(level=log_level, format=_LOG_FORMAT, stream=sys.stderr)
+    configure_logging()  # the daemon's format: one log, whichever process wrote a line
     logging.getLogger("imagecluster").setLevel(log_level)
     # Ctrl-C in a terminal and systemd's stop reach every process of the group: the parent
     # decides when the child stops (sentinel, or EOF when the parent is gone).

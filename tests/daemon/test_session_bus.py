@@ -11,8 +11,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from imagecluster._session_bus import find_session_bus
 from imagecluster.plugin_api import Client
 
