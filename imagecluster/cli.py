@@ -19,7 +19,7 @@ from PIL import Image
 from . import __version__
 from ._api import run_cluster
 from ._cli_parser import Parser
-from ._exceptions import ImageClusterError, InvalidParameter
+from ._exceptions import ImageClusterError, InvalidParameter, NotOurTree
 from ._library import index_library
 from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
@@ -72,6 +72,9 @@ def main(argv=None):
     except InvalidParameter as exc:  # a value only the work could check (e.g. --out inside the library)
         print(f"imagecluster: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NotOurTree as exc:  # the core's message names no option: the daemon sends it over D-Bus too
+        print(f"imagecluster: error: {exc} (--out OUT chooses the folder)", file=sys.stderr)
+        return EXIT_FAILED
     except ImageClusterError as exc:
         print(f"imagecluster: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

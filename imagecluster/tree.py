@@ -161,11 +161,11 @@ def _written_already(out, digest):
 
 def _check_replaceable(out):
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise NotOurTree(f"{out} exists and is not a folder; choose another output folder")
+        raise NotOurTree(f"{out} exists and is not a folder; choose another folder for the cluster tree")
     if out.is_dir() and not is_own_tree(out) and any(out.iterdir()):
         raise NotOurTree(
             f"{out} exists and was not written by imagecluster; "
-            "it is left untouched. Choose another output folder (--out) or remove it yourself."
+            "it is left untouched. Choose another folder for the cluster tree, or remove it yourself."
         )
 
 
