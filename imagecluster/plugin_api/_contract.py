@@ -86,7 +86,11 @@ def error_from_dbus(name, text, *, member, not_found=PhotoNotFound):
     if name in (_FDO + "ServiceUnknown", _FDO + "NameHasNoOwner"):
         return DaemonNotAvailable(INSTALL_HINT)
     if name.startswith(_FDO + "Spawn."):
-        return DaemonNotAvailable(f"D-Bus activation could not start the imagecluster daemon ({text}); {LOG_HINT}")
+        why = ": its config file or options are wrong" if text.endswith("exited with status 2") else ""
+        return DaemonNotAvailable(
+            f"D-Bus activation could not start the imagecluster daemon ({text}){why}; to see why, run "
+            f"`imagecluster daemon` in a terminal, or {LOG_HINT}"
+        )
     if name == _FDO + "NoReply":
         return DaemonDisconnected(
             f"the imagecluster daemon went away before answering {member} (it exited or crashed); {LOG_HINT}"
