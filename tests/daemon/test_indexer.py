@@ -418,3 +418,33 @@ def test_a_store_that_cannot_be_written_loses_no_photo(tmp_path, worker, monkeyp
             await indexer.stop()
 
     asyncio.run(main())
+
+
+def test_the_inotify_watch_limit_means_rescans_not_a_blind_daemon(tmp_path, worker, monkeypatch, caplog):
+    # inotify_add_watch fails with ENOSPC when fs.inotify.max_user_watches is reached (injected here).
+    import errno
+    import logging
+
+    from imagecluster.daemon._watch import LibraryWatcher
+
+    def full(self, root):
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(LibraryWatcher, "watch", full)
+    lib = tmp_path / "photos"
+    lib.mkdir()
+
+    async def main():
+        indexer = indexer_for([lib], worker, rescan_seconds=0.3)
+        with caplog.at_level(logging.WARNING, logger="imagecluster.daemon._indexer"):
+            await indexer.start()
+        try:
+            assert any("cannot watch" in r.getMessage() and "every 0.3 s" in r.getMessage() for r in caplog.records)
+            copy_photo(lib / "new.jpg")  # no watch: found by the next rescan
+            await eventually(lambda: "new.jpg" in entries(lib), "a new photo found by a rescan")
+            (lib / "new.jpg").unlink()
+            await eventually(lambda: not entries(lib), "a deleted photo forgotten by a rescan")
+        finally:
+            await indexer.stop()
+
+    asyncio.run(main())
