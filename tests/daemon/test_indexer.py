@@ -448,3 +448,40 @@ def test_the_inotify_watch_limit_means_rescans_not_a_blind_daemon(tmp_path, work
             await indexer.stop()
 
     asyncio.run(main())
+
+
+def test_a_callers_path_is_never_resolved_or_stated_in_the_event_loop(tmp_path, worker, monkeypatch):
+    # On a hung network mount realpath and stat wait in the kernel: in the loop they would freeze every caller.
+    import threading
+
+    lib = tmp_path / "photos"
+    lib.mkdir()
+    asked = lib / "asked.jpg"
+    copy_photo(asked)
+    in_loop = []
+    real = {"realpath": os.path.realpath, "stat": os.stat, "lstat": os.lstat}
+
+    def spy(name):
+        def call(path, *args, **kwargs):
+            if threading.current_thread() is threading.main_thread() and os.fspath(path).endswith("asked.jpg"):
+                in_loop.append(name)
+            return real[name](path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os.path, "realpath", spy("realpath"))
+    monkeypatch.setattr(os, "stat", spy("stat"))
+    monkeypatch.setattr(os, "lstat", spy("lstat"))
+
+    async def main():
+        indexer = indexer_for([lib], worker)
+        await indexer.start()
+        try:
+            await indexer.wait_idle(TIMEOUT)
+            in_loop.clear()  # from here on only the caller's request
+            vector = await indexer.fingerprint(str(asked))
+            assert vector.shape == (1280,)
+        finally:
+            await indexer.stop()
+
+    asyncio.run(main())
+    assert in_loop == []
