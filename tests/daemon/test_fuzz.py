@@ -12,6 +12,7 @@ every open).
 
 import asyncio
 import ctypes
+import hashlib
 import os
 import random
 import socket
@@ -55,6 +56,20 @@ class OpenWatch:
 
     def close(self):
         os.close(self.fd)
+
+
+def photo_hashes(folder):
+    """{path: sha256} of every regular file below ``folder``, outside the store folder and cluster trees."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != ".imagecluster" and not os.path.exists(
+            os.path.join(dirpath, d, ".imagecluster-tree"))]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                with open(path, "rb") as f:
+                    out.add((path, hashlib.sha256(f.read()).hexdigest()))
+    return out
 
 
 def rss_mb(pid):
@@ -124,6 +139,7 @@ def body_for(signature, rng):
 def test_ten_thousand_hostile_calls_get_answers_and_touch_nothing_outside(
         hostile_library, tmp_path, start_daemon, client, wait_until):
     lib, outside = hostile_library
+    originals = photo_hashes(lib) | photo_hashes(outside)
     daemon = start_daemon(lib, config={"settle_seconds": 0.2})
     rng = random.Random(1)
     watch = OpenWatch(outside)
@@ -178,4 +194,6 @@ def test_ten_thousand_hostile_calls_get_answers_and_touch_nothing_outside(
     watch.close()
     assert opened == [], f"files outside the library were opened: {opened}"
     assert daemon.proc.poll() is None
+    # Every method ran, both tree writers (Cluster and WriteTree) among them: no photo changed, moved or vanished.
+    assert photo_hashes(lib) | photo_hashes(outside) == originals
     print(f"\n{CALLS} hostile calls answered: {answers}; daemon RSS {before:.0f} -> {after:.0f} MB")
