@@ -109,3 +109,18 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     assert process.returncode == 141
     assert stderr == b""  # no BrokenPipeError traceback, no "Exception ignored" at exit
     assert (tmp_path / "photos" / "clusters").is_dir()  # the work was done before the output
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_store_is_set_aside_and_rebuilt_in_the_same_run(burst_library, damage):
+    assert run("index", burst_library).returncode == 0
+    snapshot_file = burst_library / ".imagecluster" / "fingerprints.pk"
+    data = snapshot_file.read_bytes()
+    snapshot_file.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    result = run("cluster", burst_library, "--sim", "0.7")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("was damaged") == 1 and "6 new" in result.stdout  # said once, rebuilt at once
+    (kept,) = (burst_library / ".imagecluster").glob("damaged-*")
+    assert (kept / "fingerprints.pk").read_bytes() != data  # the damaged file itself, kept for the user
+    again = run("cluster", burst_library, "--sim", "0.7")
+    assert again.returncode == 0 and "6 unchanged" in again.stdout and "was damaged" not in again.stderr
