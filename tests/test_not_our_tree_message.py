@@ -1,11 +1,15 @@
 """A foreign folder where the tree should go: the core's message names no command-line option (the daemon
 sends it over D-Bus, where there is no --out); the command adds its own."""
 
+from pathlib import Path
+
 import pytest
 
 from imagecluster import NotOurTree, write_tree
 from imagecluster.cli import main
-from conftest import DATA
+
+# By path, not `from conftest import DATA`: in a full run that import can find tests/plugin_api/conftest.py.
+DATA = Path(__file__).parent / "data"
 
 
 def test_the_message_fits_every_caller(tmp_path, capsys):

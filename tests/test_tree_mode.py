@@ -2,11 +2,14 @@
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from imagecluster import write_tree
-from conftest import DATA
+
+# By path, not `from conftest import DATA`: in a full run that import can find tests/plugin_api/conftest.py.
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
