@@ -213,6 +213,21 @@ def _check_regular(st, path):
     raise NotAnImage(f"{os.fspath(path)}: not a regular file ({_file_kind(st.st_mode)})")
 
 
+def special_file_kind(path):
+    """What a special file is (``"FIFO"``, ``"socket"``, ``"character device"``, ...), or None.
+
+    None for a regular file, a folder, a symlink or a path that is not there:
+    for a file named like a photo that must be reported, never opened.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    return _file_kind(mode)
+
+
 def _file_kind(mode):
     kinds = (
         (stat.S_ISFIFO, "FIFO"),

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._exceptions import ImageClusterError
 from .._library import scan_library
-from ..images import TREE_MARKER, find_images
+from ..images import TREE_MARKER, find_images, special_file_kind
 from ..store import Store
 
 __all__ = ["LibraryFolder", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves", "normalised"]
@@ -106,6 +106,7 @@ class LibraryFolder:
     warned: bool = False
     grace: float = 1.0  # seconds a deleted photo's fingerprint is kept for a move seen as delete + create
     gone: dict = field(default_factory=dict)  # rel -> (Entry, expiry): deleted, not yet removed from the store
+    reported: set = field(default_factory=set)  # special files named like photos, already reported
 
     def relative(self, text):
         """The relative posix path of an absolute path below the root that may be indexed, else None."""
@@ -125,6 +126,8 @@ class LibraryFolder:
             walks.append((self, rel))
             return
         sig = file_sig(self.root / rel)
+        if sig is None:
+            self.report_special(rel)
         if pending.touch((self.root, rel), sig):  # already settling: its clock restarted
             return
         if sig is not None and not in_cluster_tree(self.root, rel.split("/")[:-1]):
@@ -174,6 +177,13 @@ class LibraryFolder:
             self.known[b] = self.known.pop(a)
         self.on_touched(new, is_dir, pending, walks)  # the file (or folder) at its new place
         return [("move", pairs)] if pairs else []
+
+    def report_special(self, rel):
+        """Log once that a FIFO, socket or device named like a photo is skipped (it is never opened)."""
+        kind = special_file_kind(self.root / rel)
+        if kind is not None and rel not in self.reported:
+            self.reported.add(rel)
+            logger.warning("skipped %s: not a regular file (%s)", self.root / rel, kind)
 
     def claim(self, rel, sig, index=None):
         """A settled photo: if one gone photo had its name, size and mtime, it moved here.

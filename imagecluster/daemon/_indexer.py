@@ -313,7 +313,13 @@ class Indexer:
     async def _settle_due(self):
         """Settled photos become ready, unless they are a gone photo moved; gone photos past grace are removed."""
         def current_sig(key):
-            return file_sig(key[0] / key[1]) if self._libs[key[0]].available else None
+            lib = self._libs[key[0]]
+            if not lib.available:
+                return None
+            sig = file_sig(key[0] / key[1])
+            if sig is None:
+                lib.report_special(key[1])
+            return sig
 
         ready = self._pending.settle_due(current_sig, lambda key: self._libs[key[0]].known.get(key[1]))
         for lib, ops in self._libs.settled(ready, self._pending).items():

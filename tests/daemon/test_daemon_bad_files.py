@@ -54,10 +54,8 @@ def test_the_daemon_indexes_the_good_photos_and_skips_each_bad_file_once(tmp_pat
         mentions = [line for line in log.splitlines() if f"skipped {lib.resolve() / name}: " in line]
         if stat.S_ISREG(os.lstat(lib / name).st_mode):
             assert len(mentions) == 1 and re.search(reason, mentions[0]), (name, mentions)
-        else:
-            # The watcher passes over FIFOs, sockets and devices (daemon/_folder.py checks the
-            # type with lstat): never opened, and so far not listed either.
-            assert len(mentions) <= 1, (name, mentions)
+        else:  # FIFOs, sockets and devices: never opened (lstat first), listed once all the same
+            assert len(mentions) == 1 and "not a regular file" in mentions[0], (name, mentions)
 
     control = write_photos(tmp_path / "control", good)
     result = subprocess.run(
