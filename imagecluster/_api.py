@@ -80,7 +80,10 @@ def run_cluster(
         report = index_library(
             root, model=model, store=store, exclude=[out] if write else [], batch_size=batch_size, progress=bar,
         )
-    clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut, pair_link=pair_link)
+    # The first clustering of a large library searches every pair of photos (a minute at 100,000): show it.
+    with ProgressBar(f"comparing the photos of {root.name or root}", enabled=progress) as bar:
+        clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut,
+                                    pair_link=pair_link, progress=bar.update)
     tree = None
     if write:
         info = {"library": os.fspath(root), "sim": sim, "cut": cut, "model": model.name, "min_size": min_size}

@@ -149,7 +149,9 @@ class LibraryGraph:
         Parameters
         ----------
         progress : callable, default=None
-            ``progress(done, total)`` while pairs are searched (a first build).
+            ``progress(done, total)`` while every pair is searched (a first
+            build), in photos: ``done`` of the ``total`` photos compared with
+            all others.
         save : bool, default=True
             Write the graph file when it changed.
 
@@ -288,7 +290,8 @@ class LibraryGraph:
         rows = UnitRows(view.matrix)
         if len(new_rows) > n // 2:  # mostly new: one search of every pair is half the work
             logger.info("searching similar pairs among %d photos (floor %s)", n, self.floor)
-            edges = similarity_edges(rows.to_array(), self.floor, progress=progress)
+            report = None if progress is None else (lambda done, total: progress(round(n * done / total), n))
+            edges = similarity_edges(rows.to_array(), self.floor, progress=report)
         else:
             old = self.edges
             both = kept[old.i] & kept[old.j] if len(old) else np.zeros(0, dtype=bool)

@@ -171,3 +171,15 @@ def test_library_clusters_below_the_floor_compares_every_pair(tmp_path, caplog):
     assert not LibraryGraph(store, "m").file.exists()
     assert library_clusters(tmp_path, store, "m", sim=0.7)
     assert LibraryGraph(store, "m").file.exists()
+
+
+def test_a_first_build_reports_progress_in_photos(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", photos(np.random.default_rng(6), 300))
+    seen = []
+    LibraryGraph(store, "m").update(progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (300, 300) and all(t == 300 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    seen.clear()
+    LibraryGraph(store, "m").update(progress=lambda done, total: seen.append((done, total)))
+    assert seen == []  # loaded from its file: nothing to search, nothing to report
