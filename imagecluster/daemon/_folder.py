@@ -104,6 +104,7 @@ class LibraryFolder:
     known: dict = field(default_factory=dict)  # rel -> Entry: mirror of the store, for the model
     backlog: list = field(default_factory=list)  # changes held back while reconciling
     warned: bool = False
+    seen: bool = False  # was available at some point (a library that comes back is "available again")
     grace: float = 1.0  # seconds a deleted photo's fingerprint is kept for a move seen as delete + create
     gone: dict = field(default_factory=dict)  # rel -> (Entry, expiry): deleted, not yet removed from the store
     reported: set = field(default_factory=set)  # special files named like photos, already reported

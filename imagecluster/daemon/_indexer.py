@@ -443,9 +443,10 @@ class Indexer:
                 self._inbox.extend(lib.backlog)
                 lib.backlog.clear()
                 self._wakeup.set()
-        if lib.warned:
-            logger.info("library %s is available again", lib.root)
+        if lib.warned:  # "again" only for a library that was there before
+            logger.info("library %s is available again" if lib.seen else "library %s is there now", lib.root)
             lib.warned = False
+        lib.seen = True
         lib.available, lib.identity, lib.known = True, identity, known
         old = time.time_ns() - int(self._pending.settle * 1e9)
         now = time.monotonic()

@@ -271,7 +271,7 @@ def test_partial_downloads_hidden_files_store_and_trees_are_not_indexed(make_lib
     asyncio.run(main())
 
 
-def test_a_library_that_disappears_is_picked_up_again(make_library, tmp_path, worker):
+def test_a_library_that_disappears_is_picked_up_again(make_library, tmp_path, worker, caplog):
     lib = make_library({"a.jpg": "cat.jpg", "b.jpg": "dog.jpg"})
     other = tmp_path / "other"
     copy_photo(other / "c.jpg")
@@ -301,7 +301,13 @@ def test_a_library_that_disappears_is_picked_up_again(make_library, tmp_path, wo
         finally:
             await indexer.stop()
 
-    asyncio.run(main())
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="imagecluster.daemon._indexer"):
+        asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records]
+    assert f"library {lib} is available again" in said  # it was there before
+    assert f"library {late} is there now" in said and f"library {late} is available again" not in said
 
 
 def test_resolve_refuses_what_is_not_a_photo_of_a_library(make_library, tmp_path):
