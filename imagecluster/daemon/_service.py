@@ -117,12 +117,12 @@ class _Graphs:
         self._graphs = {}
         self._guard = threading.Lock()
 
-    def refresh(self, *, save=False):
-        """Bring every available library's graph up to date (blocking; run it in a thread)."""
+    def refresh(self):
+        """Bring every available library's graph up to date, unsaved (blocking; run it in a thread)."""
         for library in self._indexer.available_libraries:
             try:
                 with self.of(library) as graph:
-                    graph.update(save=save)
+                    graph.update(save=False)
             except Exception:  # a store that cannot be read now is reported by the indexer
                 logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
 
