@@ -303,7 +303,7 @@ class LibraryGraph:
         if len(new_rows) or dropped:
             logger.debug("graph of %s: %d photos new or changed, %d dropped", self.store.library, len(new_rows), dropped)
         self.paths, self._entries, self._matrix, self.edges = list(view.paths), dict(view.entries), view.matrix, edges
-        return bool(len(new_rows) or dropped or n != len(old_to_new))
+        return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 
     def _load(self, view):
         """Take the saved graph if its structure is valid; whether it was taken.
