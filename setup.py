@@ -49,7 +49,17 @@ setup(
         "heic": ["pillow-heif>=0.13"],
         # PySide6-Essentials: QtDBus, the D-Bus stack of digiKam plugins, for the interop tests.
         # docutils and Pygments: the README and the guides must be valid reStructuredText.
-        "test": ["pytest>=7", "pytest-timeout>=2", "PySide6-Essentials>=6.5", "docutils>=0.18", "Pygments>=2.10"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "PySide6-Essentials>=6.5", "docutils>=0.18", "Pygments>=2.10",
+                 # EXIF capture times and GPS positions written into test photos (issue 14).
+                 "piexif>=1.1",
+                 # Dask clusters (LocalCluster, `dask scheduler`, `dask worker`) in the --scheduler tests (issue 15).
+                 "distributed>=2024.1",
+                 # The gallery in a real browser (Debian's chromium, never a downloaded one) and the dendrogram PNG.
+                 "playwright>=1.40", "matplotlib>=3.6"],
+        # imagecluster dendrogram: the plot.
+        "plots": ["matplotlib>=3.6"],
+        # Fingerprinting on a Dask cluster (--scheduler): the client and every worker need it.
+        "dask": ["distributed>=2024.1"],
         "qt": ["PySide6-Essentials>=6.5"],
         "bench": ["imagehash>=4.3"],
     },

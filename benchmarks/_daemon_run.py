@@ -1,7 +1,7 @@
 """Running the real daemon for the daemon benchmarks (not part of the package).
 
-* :class:`PrivateBus`: a ``dbus-daemon --session`` of the benchmark's own, as
-  ``tests/daemon/conftest.py`` starts it (nothing the user installed can be
+* :class:`PrivateBus`: a ``dbus-daemon --session`` of the benchmark's own, the
+  tests' own (``tests/_support/bus.py``; nothing the user installed can be
   activated on it).
 * :class:`DaemonRun`: ``python -m imagecluster daemon --library ... --config ...``
   in a subprocess on that bus, as systemd runs it, with its log in a file.
@@ -16,9 +16,7 @@ id, or its process group id, when the benchmark ends for any reason.
 :func:`sigterm_as_interrupt` makes SIGTERM end a benchmark like Ctrl-C does.
 """
 
-import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -27,20 +25,10 @@ from pathlib import Path
 
 from _common import REPO, log
 
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <servicedir>{servicedir}</servicedir>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
+# The private bus and the process helpers are the tests' (tests/_support), not copies.
+sys.path.insert(0, str(REPO / "tests"))
+from _support.bus import PrivateBus as _TestBus  # noqa: E402
+from _support.processes import children, proc_state, stop_process, toml  # noqa: E402
 
 #: Model the daemon runs in the benchmarks (the package default).
 MODEL = "lite0"
@@ -55,65 +43,20 @@ def sigterm_as_interrupt():
     signal.signal(signal.SIGTERM, handler)
 
 
-def _stop_process(proc, timeout, *, group=True):
-    """SIGTERM, wait ``timeout`` s, then SIGKILL the process (and its process group)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"process {proc.pid} did not exit within {timeout:g} s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-    if group:  # whatever it started and left behind (its session is its own, so pgid == pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def _stop_process(proc, timeout):
+    """SIGTERM, wait ``timeout`` s, then SIGKILL the process and its process group (its session is its own)."""
+    if not stop_process(proc, timeout, group=True):
+        log(f"process {proc.pid} did not exit within {timeout:g} s; killed it")
 
 
-class PrivateBus:
-    """A running ``dbus-daemon``; use as a context manager. ``address`` is its address."""
+class PrivateBus(_TestBus):
+    """The tests' private ``dbus-daemon``, in a session of its own; a context manager. ``address`` is its address."""
 
     def __init__(self, folder):
-        folder = Path(folder)
-        servicedir = folder / "services"
-        servicedir.mkdir(parents=True, exist_ok=True)
-        config = folder / "bus.conf"
-        config.write_text(BUS_CONFIG.format(servicedir=servicedir))
-        self.log_file = open(folder / "bus.log", "wb")
-        self.proc = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=self.log_file, start_new_session=True,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        self.address = self.proc.stdout.readline().decode().strip() if ready else ""
-        if not self.address:
-            self.stop()
-            raise SystemExit("dbus-daemon did not print its address")
-
-    def stop(self):
-        _stop_process(self.proc, 10)
-        self.proc.stdout.close()
-        self.log_file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def _toml(value):
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+        try:
+            super().__init__(Path(folder), new_session=True)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 class DaemonRun:
@@ -131,7 +74,7 @@ class DaemonRun:
         for sub in ("config", "data"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         self.config_path = folder / f"{name}.toml"
-        self.config_path.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
+        self.config_path.write_text("".join(f"{k} = {toml(v)}\n" for k, v in settings.items()))
         self.log_path = folder / f"{name}.log"
         env = dict(os.environ)
         env.update(
@@ -180,7 +123,8 @@ class DaemonRun:
 
     def helper_pids(self):
         """Other live children (multiprocessing's resource tracker)."""
-        return [pid for pid, cmd in children(self.pid) if "spawn_main" not in cmd and proc_state(pid) not in ("Z", None)]
+        return [pid for pid, cmd in children(self.pid)
+                if "spawn_main" not in cmd and proc_state(pid) not in ("Z", None)]
 
     def wait_worker(self, *, alive, timeout=120.0):
         """Wait until the worker runs (``alive``) or is gone; returns the seconds waited."""
@@ -202,36 +146,6 @@ class DaemonRun:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def children(pid):
-    """``[(pid, command line)]`` of the processes whose parent is ``pid`` (a /proc scan)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-            if ppid != pid:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        found.append((int(entry), cmd))
-    return found
-
-
-def proc_state(pid):
-    """The one-letter state of a process (``Z`` for a zombie), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2:].split()[0].decode()
 
 
 def memory_mb(pid):

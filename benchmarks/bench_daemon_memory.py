@@ -64,9 +64,7 @@ import numpy as np
 from PIL import Image
 
 from _common import Original, cli, log, median, real_photos
-from _daemon_run import (
-    MODEL, DaemonRun, PrivateBus, memory_mb, reset_hwm, sigterm_as_interrupt, wait_stored,
-)
+from _daemon_run import MODEL, DaemonRun, PrivateBus, memory_mb, reset_hwm, sigterm_as_interrupt, wait_stored
 
 LITE0_DIM = 1280
 ORIG_DIM = 4096

@@ -173,8 +173,10 @@ def main(argv=None):
     ap.add_argument("--work", type=Path, default=CACHE / "quality",
                     help="where the labelled sets are built (default: %(default)s)")
     ap.add_argument("--seeds", default="1,2,3,4,5",
-                    help="comma-separated seeds of labelled sets; 1 = make_dev_photos.py as shipped (default: 1,2,3,4,5)")
-    ap.add_argument("--sweep", default="0.30:0.95:0.05", help="sim sweep START:STOP:STEP, inclusive (default: %(default)s)")
+                    help="comma-separated seeds of labelled sets; 1 = make_dev_photos.py as shipped "
+                         "(default: 1,2,3,4,5)")
+    ap.add_argument("--sweep", default="0.30:0.95:0.05",
+                    help="sim sweep START:STOP:STEP, inclusive (default: %(default)s)")
     ap.add_argument("--tolerance", type=float, default=0.005,
                     help="F1 within this of the best counts as the plateau (default: 0.005, i.e. equal to the best)")
     ap.add_argument("--model", default="lite0", help="our model (default: lite0)")

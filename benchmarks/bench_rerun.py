@@ -60,7 +60,6 @@ from PIL import Image, ImageEnhance
 from _common import CACHE, Original, cli, log, median, real_photos
 
 
-
 def make_corpus(folder, count, seed, prefix="photo"):
     """``count`` small JPEGs cut from the real photos; returns their paths."""
     photos = real_photos()
@@ -166,7 +165,8 @@ def orig_prepare(imagedir, sample):
     for _ in range(2):
         _, d, p = orig.run(paths)
         times.append(d + p)
-    return {"import_s": orig.import_seconds, "load_s": orig.load_seconds, "per_photo_s": median(times) / len(paths), "n_files": len(files)}
+    return {"import_s": orig.import_seconds, "load_s": orig.load_seconds,
+            "per_photo_s": median(times) / len(paths), "n_files": len(files)}
 
 
 def orig_rerun(imagedir, sim):
@@ -295,7 +295,8 @@ def main(argv=None):
     print(f"ours      re-run, unchanged:     {median(reruns):7.2f} s  (measured, median of {args.repeat}; "
           f"TensorFlow imported: {'YES' if check['tensorflow'] else 'no'}; same clusters: {'yes' if same else 'NO'})")
     print(f"ours      re-run, +{args.add} photos:     {add_s:7.1f} s  (measured; fingerprints only the new ones)")
-    print(f"original  first run:             {orig_first:7.0f} s  (ESTIMATED: {prep['per_photo_s']:.2f} s/photo measured "
+    print(f"original  first run:             {orig_first:7.0f} s  "
+          f"(ESTIMATED: {prep['per_photo_s']:.2f} s/photo measured "
           f"on {args.orig_sample} photos x {args.count} + TF import {prep['import_s']:.1f} s + VGG16 build "
           f"{prep['load_s']:.1f} s)")
     print(f"original  re-run, unchanged:     {median(orig_reruns):7.2f} s  (measured, median of {len(orig_reruns)}: "

@@ -149,7 +149,8 @@ def main():
               f"{r['put_ms']:.1f} ms, max {r['put_max_ms']:.1f} ms; fingerprints() after a put "
               f"{r['fingerprints_ms']:.0f} ms{view}; compact {r['compact_s']:.2f} s; peak {r['peak_mb']:.0f} MB")
     print(f"RATIO before / ours: cold load {old['cold_s'] / ours['cold_s']:.1f}x, first put "
-          f"{old['first_put_ms'] / ours['first_put_ms']:.1f}x, fingerprints() {old['fingerprints_ms'] / ours['fingerprints_ms']:.1f}x, "
+          f"{old['first_put_ms'] / ours['first_put_ms']:.1f}x, "
+          f"fingerprints() {old['fingerprints_ms'] / ours['fingerprints_ms']:.1f}x, "
           f"fingerprints() / view() {old['fingerprints_ms'] / ours['view_ms']:.0f}x")
     print("targets at 100,000: put one <= 20 ms, fingerprints() after it <= 100 ms, cold load <= 1 s")
 

@@ -10,10 +10,18 @@ library-like synthetic fingerprints (``_synthetic.py``: bursts, same-kind
 pairs, a long tail):
 
 ``graph``
-    ours: the exact graph of every pair >= ``--floor`` (``similarity_edges``),
-    then ``cluster_graph`` at each ``--sims`` (what Cluster costs once the
-    graph is kept), then the bounded method forced on every component
-    (``dense_budget=0``) and its agreement with the dense result.
+    ours: the exact graph of every pair >= ``--floor`` (``similarity_edges``,
+    with its principal-component screen where it pays), then
+    ``cluster_graph`` at each ``--sims`` (what Cluster costs once the graph is
+    kept), then the bounded method forced on every component
+    (``dense_budget=0``) and its agreement with the dense result. Above
+    ``APPROXIMATE_ABOVE`` photos (or with ``--approximate``), as the library
+    graph does: fingerprints held as float16 as in the store, the approximate
+    search (``approximate_edges``), and its pair recall measured against the
+    exact search of ``--recall-sample`` random photos' pairs.
+``plain``
+    (``--plain``) the exact search without the screen (the search of the
+    previous commit), for the screen's speed-up in the same run.
 ``direct``
     ours without a kept graph: ``cluster(fps, sim)`` (what a sim below the
     floor costs).
@@ -84,16 +92,47 @@ def worker(args):
     base_mb = peak_mb()
     sims = [float(s) for s in args.sims.split(",")]
     result = {"variant": args.worker, "n": args.n, "data_mb": base_mb, "sims": {}}
-    if args.worker == "graph":
-        from imagecluster._edges import similarity_edges, unit_rows
+    if args.worker in ("graph", "plain"):
+        from imagecluster._edges import edges_against, similarity_edges, unit_rows
+        from imagecluster._ivf import APPROXIMATE_ABOVE, approximate_edges
         from imagecluster.cluster import cluster_graph
+        from imagecluster.graph import UnitRows
 
-        t0 = time.perf_counter()
-        unit = unit_rows(fps)
-        del fps
-        edges = similarity_edges(unit, args.floor)
+        approximate = args.worker == "graph" and (args.approximate or args.n > APPROXIMATE_ABOVE)
+        result["approximate"] = approximate
+        t0, c0 = time.perf_counter(), time.process_time()
+        if approximate:  # as LibraryGraph holds them: float16 in the store, float32 for the search
+            stored = fps.astype(np.float16)
+            del fps
+            unit = UnitRows(stored).to_array()  # the store's float16 stays held, as in the daemon
+            edges = approximate_edges(unit, args.floor)
+        else:
+            unit = unit_rows(fps)
+            del fps
+            edges = similarity_edges(unit, args.floor, screen=False if args.worker == "plain" else None)
         result["build_s"] = time.perf_counter() - t0
+        result["build_cpu_s"] = time.process_time() - c0
         result["edges"] = len(edges)
+        order = np.lexsort((edges.j, edges.i))
+        result["edges_digest"] = hashlib.sha256(edges.i[order].tobytes() + edges.j[order].tobytes()).hexdigest()
+        if approximate:
+            rng = np.random.default_rng(1)
+            sample = rng.choice(args.n, min(args.n, args.recall_sample), replace=False)
+            truth = edges_against(unit, sample, args.floor)
+            chosen = np.zeros(args.n, dtype=bool)
+            chosen[sample] = True
+            kept = edges.take(chosen[edges.i] | chosen[edges.j])
+            result["recall"] = {}
+            for floor in [args.floor] + [float(x) for x in args.sims.split(",")]:
+                real = {(a, b) for a, b in zip(truth.at_least(floor).i.tolist(), truth.at_least(floor).j.tolist())}
+                got = {(a, b) for a, b in zip(kept.at_least(floor).i.tolist(), kept.at_least(floor).j.tolist())}
+                result["recall"][str(floor)] = (len(real & got), len(real))
+                if floor == args.floor:
+                    result["no_false_pairs"] = not (got - real)
+        if args.worker == "plain":
+            result["peak_mb"] = peak_mb()
+            print(json.dumps(result))
+            return
         for sim in sims:
             t0 = time.perf_counter()
             groups = cluster_graph(unit, edges, sim)
@@ -135,7 +174,8 @@ def worker(args):
 
 def run(variant, args):
     cmd = [sys.executable, __file__, "--worker", variant, "--n", str(args.n), "--seed", str(args.seed),
-           "--sims", args.sims, "--floor", str(args.floor), "--before", args.before]
+           "--sims", args.sims, "--floor", str(args.floor), "--before", args.before,
+           "--recall-sample", str(args.recall_sample)] + (["--approximate"] if args.approximate else [])
     log(f"{variant} ...")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -154,6 +194,9 @@ def main():
     parser.add_argument("--direct", action="store_true", help="also run cluster() without a kept graph")
     parser.add_argument("--baseline", action="store_true", help="also run pdist + linkage where it fits")
     parser.add_argument("--baseline-max", type=int, default=20_000)
+    parser.add_argument("--plain", action="store_true", help="also time the exact search without its screen")
+    parser.add_argument("--approximate", action="store_true", help="use the approximate search at any n")
+    parser.add_argument("--recall-sample", type=int, default=500)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -164,6 +207,8 @@ def main():
     log(f"generating {args.n} fingerprints ...")
     library_like(args.n, args.seed)
     results = [run("graph", args)]
+    if args.plain:
+        results.append(run("plain", args))
     if args.direct:
         results.append(run("direct", args))
     if args.n <= args.before_max:
@@ -175,8 +220,18 @@ def main():
     if "failed" in graph:
         raise SystemExit(f"the graph variant failed ({graph['failed']})")
     print(f"n = {args.n} library-like 1280-d fingerprints (seed {args.seed}), floor {args.floor}")
-    print(f"graph build: {graph['build_s']:.1f} s, {graph['edges']} edges, "
+    how = "approximate" if graph["approximate"] else "exact"
+    print(f"graph build ({how}): {graph['build_s']:.1f} s ({graph['build_cpu_s']:.0f} CPU-s), {graph['edges']} edges, "
           f"peak RSS {graph['peak_mb']:.0f} MB (data alone {graph['data_mb']:.0f} MB)")
+    for floor, (found, total) in graph.get("recall", {}).items():
+        print(f"  pair recall at >= {floor}: {found / max(total, 1):.4f} ({found} of {total} pairs of "
+              f"{args.recall_sample} random photos), no false pairs: {graph['no_false_pairs']}")
+    if "plain" in by and "failed" not in by["plain"]:
+        plain = by["plain"]
+        print(f"  exact search without the screen: {plain['build_s']:.1f} s ({plain['build_cpu_s']:.0f} CPU-s), "
+              f"{'same pairs' if plain['edges_digest'] == graph['edges_digest'] else 'DIFFERENT pairs'}; "
+              f"RATIO plain / screened = {plain['build_s'] / graph['build_s']:.2f}x wall, "
+              f"{plain['build_cpu_s'] / graph['build_cpu_s']:.2f}x CPU")
     for sim in args.sims.split(","):
         mine = graph["sims"][str(float(sim))]
         line = (f"sim {sim}: Cluster from the graph {mine['s']:.2f} s, {mine['groups']} groups "

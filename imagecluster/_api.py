@@ -19,7 +19,17 @@ logger = logging.getLogger(__name__)
 
 
 def default_tree_folder(library):
-    """Where the cluster tree goes unless told otherwise: ``<library>/clusters``."""
+    """Where the cluster tree goes unless told otherwise: ``<library>/clusters``.
+
+    Parameters
+    ----------
+    library : path-like
+        The photo folder.
+
+    Returns
+    -------
+    pathlib.Path
+    """
     return Path(library) / "clusters"
 
 
@@ -59,12 +69,18 @@ def fingerprints(paths, *, model=None, batch_size=DEFAULT_BATCH_SIZE, progress=F
 
 def run_cluster(
     library, *, sim=DEFAULT_SIM, out=None, model=None, min_size=2, cut="absolute",
-    batch_size=DEFAULT_BATCH_SIZE, progress=False, write=True, pair_link="jpeg",
+    batch_size=DEFAULT_BATCH_SIZE, progress=False, write=True, pair_link="jpeg", scheduler=None, path_map=(),
+    thumbnails=False,
 ):
     """Index, cluster and write the tree; returns ``(report, clusters, tree)``.
 
     The work behind :func:`cluster_folder` and ``imagecluster cluster``; see
     there for the parameters. ``tree`` is None when ``write`` is False.
+    With ``thumbnails`` (a gallery follows) the photos fingerprinted also get
+    their gallery thumbnails, from the same decode.
+    With ``scheduler`` (a Dask scheduler address or ``"local:N"``) the
+    fingerprinting runs on Dask workers, ``path_map`` turning this machine's
+    paths into theirs (:mod:`imagecluster._distributed`).
     """
     root = check_library(library)
     sim = check_sim(sim)
@@ -76,10 +92,8 @@ def run_cluster(
         out = check_tree_folder(default_tree_folder(root) if out is None else out, libraries=[root])
     model = resolve_model(model)
     store = Store(root)
-    with ProgressBar(f"fingerprinting {root.name or root}", enabled=progress) as bar:
-        report = index_library(
-            root, model=model, store=store, exclude=[out] if write else [], batch_size=batch_size, progress=bar,
-        )
+    report = index_for_run(root, model, store, exclude=[out] if write else [], batch_size=batch_size,
+                           progress=progress, scheduler=scheduler, path_map=path_map, thumbnails=thumbnails)
     # The first clustering of a large library searches every pair of photos (a minute at 100,000): show it.
     with ProgressBar(f"comparing the photos of {root.name or root}", enabled=progress) as bar:
         clusters = library_clusters(root, store, model.name, sim=sim, min_size=min_size, cut=cut,
@@ -89,6 +103,28 @@ def run_cluster(
         info = {"library": os.fspath(root), "sim": sim, "cut": cut, "model": model.name, "min_size": min_size}
         tree = write_tree(clusters, out, info=info)
     return report, clusters, tree
+
+
+def index_for_run(root, model, store, *, exclude, batch_size, progress, scheduler=None, path_map=(),
+                  thumbnails=False):
+    """Fingerprint what is new in a library before clustering it (locally, or on Dask with ``scheduler``).
+
+    ``thumbnails`` keeps gallery thumbnails from the same decode (locally only:
+    Dask workers send fingerprints back, not pictures).
+    """
+    with ProgressBar(f"fingerprinting {root.name or root}", enabled=progress) as bar:
+        if scheduler is None:
+            cache = None
+            if thumbnails:
+                from .gallery import library_thumbnails
+
+                cache = library_thumbnails(store)
+            return index_library(root, model=model, store=store, exclude=exclude, batch_size=batch_size,
+                                 progress=bar, thumbnails=cache)
+        from ._distributed import index_with_scheduler
+
+        return index_with_scheduler(root, scheduler, model=model.name, store=store, exclude=exclude,
+                                    batch_size=batch_size, path_map=path_map, progress=bar)
 
 
 def cluster_folder(

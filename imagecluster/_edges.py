@@ -16,6 +16,8 @@ Everything here takes L2-normalised float32 rows (see :func:`unit_rows`).
 
 import numpy as np
 
+from ._screen import fit_screen
+
 __all__ = ["Edges", "edges_against", "similarity_edges", "unit_rows"]
 
 # Rows and columns of one tile: 2048 x 8192 float32 similarities = 64 MB, plus
@@ -100,7 +102,7 @@ def _hits(block, floor, mask):
     return rows, cols, block.reshape(-1)[flat]
 
 
-def similarity_edges(points, floor, *, progress=None):
+def similarity_edges(points, floor, *, progress=None, screen=None):
     """Every pair of rows with cosine similarity >= ``floor``, exactly.
 
     Parameters
@@ -109,6 +111,9 @@ def similarity_edges(points, floor, *, progress=None):
         L2-normalised rows (:func:`unit_rows`).
     floor : float
         Smallest similarity kept.
+    screen : Screen or False, default=None
+        The exact pre-filter of :mod:`imagecluster._screen`; ``None`` fits one
+        when it pays (large libraries), ``False`` never uses it.
     progress : callable, default=None
         ``progress(done, total)`` after each tile, in pairs of rows compared.
 
@@ -120,15 +125,21 @@ def similarity_edges(points, floor, *, progress=None):
     n = len(points)
     total = n * (n - 1) // 2
     done = 0
-    mask = np.empty(_TILE_ROWS * _TILE_COLS, dtype=bool)
+    if screen is None:
+        screen = fit_screen(points, floor)
+    elif screen is False:
+        screen = None
+    mask = None if screen else np.empty(_TILE_ROWS * _TILE_COLS, dtype=bool)
     parts = []
     for r0 in range(0, n, _TILE_ROWS):
         r1 = min(n, r0 + _TILE_ROWS)
         rows_block = points[r0:r1]
         for c0 in range(r0, n, _TILE_COLS):
             c1 = min(n, c0 + _TILE_COLS)
-            block = rows_block @ points[c0:c1].T
-            i, j, s = _hits(block, floor, mask)
+            if screen:
+                i, j, s = screen.hits(slice(r0, r1), slice(c0, c1))
+            else:
+                i, j, s = _hits(rows_block @ points[c0:c1].T, floor, mask)
             i += r0
             j += c0
             if c0 < r1:  # the tile crosses the diagonal: each pair once, no self-pairs

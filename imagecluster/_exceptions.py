@@ -11,6 +11,8 @@ not know our names::
     ├── PhotoNotFound           (FileNotFoundError)
     ├── LibraryNotFound         (FileNotFoundError)
     ├── ModelError              (RuntimeError)  weights missing or unreadable, unknown model
+    ├── MissingDependency       (ImportError)   an optional package a feature needs is not installed
+    ├── SchedulerError          (ConnectionError)  a Dask scheduler unreachable, or no worker can do the work
     ├── StoreError              (OSError)
     │   ├── StoreCorrupt        (ValueError)    a snapshot that is not ours or was tampered with
     │   └── StoreLocked         (TimeoutError)  another process holds the library's lock
@@ -37,6 +39,8 @@ __all__ = [
     "PhotoNotFound",
     "LibraryNotFound",
     "ModelError",
+    "MissingDependency",
+    "SchedulerError",
     "StoreError",
     "StoreCorrupt",
     "StoreLocked",
@@ -76,6 +80,14 @@ class LibraryNotFound(ImageClusterError, FileNotFoundError):
 
 class ModelError(ImageClusterError, RuntimeError):
     """A fingerprint model could not be built: unknown name, missing or bad weights."""
+
+
+class MissingDependency(ImageClusterError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""
+
+
+class SchedulerError(ImageClusterError, ConnectionError):
+    """A Dask scheduler cannot be reached, has no worker, or none of its workers can read the library."""
 
 
 class StoreError(ImageClusterError, OSError):

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._pairs import one_per_shot
+from ._library_events import capture_items
+from ._pairs import count_pairs, one_per_shot
 from ._pipeline import DEFAULT_BATCH_SIZE, Failure, iter_fingerprint_batches, resolve_model
 from .cluster import cluster
 from .graph import LibraryGraph
@@ -22,7 +23,26 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class IndexReport:
-    """What one indexing pass over a library found and did."""
+    """What one indexing pass over a library found and did.
+
+    Attributes
+    ----------
+    library : Path
+        The photo folder.
+    model : str
+        The fingerprint model.
+    found : int, default=0
+        Photos found on disk.
+    added, updated, unchanged, removed : int, default=0
+        Fingerprints stored for new photos, stored again for changed ones,
+        kept as they were, and removed for photos that are gone.
+    failures : list of Failure, default=[]
+        Files that could not be read in this pass, and why.
+    known_failures : list, default=[]
+        Files that could not be read before and have not changed since: not tried again.
+    pairs : int, default=0
+        RAW files among the fingerprinted ones whose shot has a JPEG too (one photo, two files).
+    """
 
     library: Path
     model: str
@@ -34,11 +54,18 @@ class IndexReport:
     failures: list = field(default_factory=list)
     #: Files that could not be read before and have not changed since: not tried again.
     known_failures: list = field(default_factory=list)
+    #: RAW files among the fingerprinted ones whose shot has a JPEG too (one photo, two files).
+    pairs: int = 0
 
     @property
     def fingerprinted(self):
         """Photos with a fingerprint in the store after this pass."""
         return self.added + self.updated + self.unchanged
+
+    @property
+    def shots(self):
+        """Photos as clusters count them: a RAW + JPEG pair is one."""
+        return self.fingerprinted - self.pairs
 
 
 def scan_library(root, store, model_name, *, exclude=()):
@@ -88,6 +115,7 @@ def index_library(
     batch_size=DEFAULT_BATCH_SIZE,
     progress=None,
     compact=True,
+    thumbnails=None,
 ):
     """Fingerprint the new and changed photos of a library into its store.
 
@@ -109,6 +137,9 @@ def index_library(
         number of photos just finished; None reports nothing.
     compact : bool, default=True
         Rewrite the store's snapshot at the end, so it holds everything.
+    thumbnails : ThumbnailCache, default=None
+        Also keep a gallery thumbnail of every photo fingerprinted, made from
+        the same decode (:mod:`imagecluster.gallery`).
 
     Returns
     -------
@@ -125,30 +156,66 @@ def index_library(
     known = store.entries(model.name)
     advance = progress(len(todo)) if progress is not None and todo else None
     absolute = [root / rel for rel, _, _ in todo]
-    for batch in iter_fingerprint_batches(absolute, model, batch_size=batch_size, progress=advance):
-        items = []
-        for path, vector in zip(batch.paths, batch.fingerprints):
-            rel = _relative(path, root)
-            size, mtime = stats[rel]
-            items.append((rel, size, mtime, vector))
-            if rel in known:
-                report.updated += 1
-            else:
-                report.added += 1
-        if items:
-            store.put(model.name, items)
-        # A photo that changed into something unreadable must not keep its old fingerprint,
-        # and is not tried again until it changes.
-        failed = [(_relative(f.path, root), f.reason) for f in batch.failures]
-        stale = [rel for rel, _ in failed if rel in known]
-        if stale:
-            store.remove(stale, model=model.name)
-        if failed:
-            store.mark_unreadable(model.name, [(rel, *stats[rel], reason) for rel, reason in failed])
-        report.failures.extend(batch.failures)
+    sink = thumbnails.sink(root, todo) if thumbnails is not None else None
+    for batch in iter_fingerprint_batches(absolute, model, batch_size=batch_size, progress=advance,
+                                          thumbnails=sink):
+        store_batch(store, model.name, batch, root=root, stats=stats, known=known, report=report)
     if compact:
         store.compact()
+    report.pairs = count_pairs(store.entries(model.name))
     return report
+
+
+def store_batch(store, model_name, batch, *, root, stats, known, report, captures=None):
+    """Write one batch of results into the store and count it in ``report``.
+
+    Shared by the local pipeline and the Dask client, so both store exactly
+    the same records for the same results.
+
+    Parameters
+    ----------
+    store : Store
+    model_name : str
+    batch : FingerprintBatch
+        Absolute paths below ``root``, their fingerprints, and failures.
+    root : Path
+        The library.
+    stats : dict of str to (int, int)
+        (size, mtime_ns) of each relative path, as scanned.
+    known : dict of str to Entry
+        The store's entries before this run (added vs updated).
+    report : IndexReport
+        Counts and failures are added to it.
+    captures : list of Capture, default=None
+        The headers of ``batch.paths``, in order, when they were read where
+        the photos were decoded (a Dask worker); None reads them here.
+    """
+    items = []
+    for path, vector in zip(batch.paths, batch.fingerprints):
+        rel = _relative(path, root)
+        size, mtime = stats[rel]
+        items.append((rel, size, mtime, vector))
+        if rel in known:
+            report.updated += 1
+        else:
+            report.added += 1
+    if items:
+        store.put(model_name, items)
+        # When and where each was taken, read from the header while the file is cached:
+        # `cluster --by events` then reads nothing.
+        if captures is None:
+            store.put_captures(capture_items(root, [item[:3] for item in items]))
+        else:
+            store.put_captures([(*item[:3], capture) for item, capture in zip(items, captures)])
+    # A photo that changed into something unreadable must not keep its old fingerprint,
+    # and is not tried again until it changes.
+    failed = [(_relative(f.path, root), f.reason) for f in batch.failures]
+    stale = [rel for rel, _ in failed if rel in known]
+    if stale:
+        store.remove(stale, model=model_name)
+    if failed:
+        store.mark_unreadable(model_name, [(rel, *stats[rel], reason) for rel, reason in failed])
+    report.failures.extend(batch.failures)
 
 
 def _relative(path, root):

@@ -112,7 +112,7 @@ def _dense_labels(unit, sim):
     return labels
 
 
-def graph_average_linkage(unit, i, j, sim):
+def graph_average_linkage(unit, i, j, sim, *, merges=None):
     """Exact average linkage cut at ``sim``, in memory linear in photos and edges.
 
     Parameters
@@ -123,6 +123,10 @@ def graph_average_linkage(unit, i, j, sim):
         Every pair of rows with similarity >= ``sim`` (more pairs are harmless).
     sim : float
         The cut.
+    merges : list, default=None
+        When given, each merge is appended as ``(row_a, row_b, similarity)``:
+        a row of each of the two groups and their average similarity, most
+        similar first (the gallery replays them to cut at any sim above this one).
 
     Returns
     -------
@@ -166,6 +170,8 @@ def graph_average_linkage(unit, i, j, sim):
         if owner[a] != a or owner[b] != b or version[a] != va or version[b] != vb:
             continue  # one of them has merged since: a fresher entry stands for the pair
         big, small = (a, b) if size[a] >= size[b] else (b, a)
+        if merges is not None:
+            merges.append((big, small, -negative))
         small_rows = members.pop(small, np.array([small]))
         big_rows = members.get(big, np.array([big]))
         owner[small_rows] = big

@@ -13,7 +13,7 @@ import os
 from ._exceptions import InvalidParameter
 from ._raw import RAW_SUFFIXES
 
-__all__ = ["PAIR_LINKS", "check_pair_link", "one_per_shot", "similar_shots"]
+__all__ = ["PAIR_LINKS", "check_pair_link", "count_pairs", "one_per_shot", "similar_shots"]
 
 #: Which file of a RAW + JPEG pair stands for the shot in clusters and trees:
 #: ``"jpeg"`` the camera's JPEG (or HEIC; any non-RAW photo), ``"raw"`` the RAW file.
@@ -62,6 +62,32 @@ def one_per_shot(groups, *, link="jpeg", min_size=2):
             out.append(kept)
     out.sort(key=len, reverse=True)  # stable: equal sizes keep their order
     return out
+
+
+def count_pairs(paths):
+    """How many RAW files among ``paths`` have a JPEG (any other photo) of the same shot.
+
+    A summary counts shots, not files, with it: ``len(paths) - count_pairs(paths)``
+    is the number of photos as clusters count them (``pair_link="jpeg"``).
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Photo paths (absolute, or all relative to one library).
+
+    Returns
+    -------
+    int
+        The number of RAW + JPEG pairs (one per shot, as cameras write them).
+    """
+    raws, others = {}, set()
+    for path in paths:
+        stem = os.path.splitext(os.fspath(path))[0]
+        if _is_raw(path):
+            raws[stem] = raws.get(stem, 0) + 1
+        else:
+            others.add(stem)
+    return sum(n for stem, n in raws.items() if stem in others)
 
 
 def _keep(files, link):

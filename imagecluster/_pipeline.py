@@ -7,6 +7,7 @@ never imports TensorFlow.
 """
 
 import collections
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,14 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._exceptions import InvalidParameter, NotAnImage
-from .images import load_image
-from .models import DEFAULT_MODEL, MODEL_NAMES, load_model
+from ._exceptions import NotAnImage
+from ._validation import DEFAULT_BATCH_SIZE, check_batch_size, check_model_name  # noqa: F401  (check_batch_size: re-exported)
+from .images import load_image, load_image_and_thumbnail
+from .models import DEFAULT_MODEL, load_model
 
 logger = logging.getLogger(__name__)
-
-#: Photos sent to the network at once.
-DEFAULT_BATCH_SIZE = 32
 
 # Every model we ship wants 224 x 224; a model object may say otherwise.
 _DEFAULT_INPUT_SIZE = 224
@@ -49,11 +48,7 @@ class LazyModel:
 
     def __init__(self, model, *, weights=None, cache_dir=None):
         if isinstance(model, str):
-            if model not in MODEL_NAMES:
-                raise InvalidParameter(
-                    f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}"
-                )
-            self.name = model
+            self.name = check_model_name(model)
             self._model = None
         else:
             self.name = model.name
@@ -81,13 +76,9 @@ class LazyModel:
         return self._model
 
 
-def check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InvalidParameter(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    return int(batch_size)
-
-
-def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, workers=None, progress=None):
+def iter_fingerprint_batches(
+    paths, model, *, batch_size=DEFAULT_BATCH_SIZE, workers=None, progress=None, thumbnails=None,
+):
     """Fingerprint photos batch by batch, decoding ahead in threads.
 
     Parameters
@@ -102,6 +93,10 @@ def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, wor
         Decoding threads; None means one per core.
     progress : callable, default=None
         Called with the number of photos just finished (fingerprinted or failed).
+    thumbnails : ThumbnailFiles, default=None
+        Also make a thumbnail of each photo from the same decode, handed to
+        ``thumbnails.add(path, image)`` in the decoding thread (a gallery's
+        thumbnails then cost no second decode).
 
     Yields
     ------
@@ -112,6 +107,10 @@ def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, wor
     paths = [os.fspath(p) for p in paths]
     workers = workers or os.cpu_count() or 1
     size = model.input_size
+    if thumbnails is None:
+        decode = functools.partial(load_image, size=size)
+    else:
+        decode = functools.partial(_decode_and_keep_thumbnail, size=size, thumbnails=thumbnails)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagecluster-decode") as pool:
         pending = collections.deque()
         queued = iter(paths)
@@ -122,7 +121,7 @@ def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, wor
                 path = next(queued, None)
                 if path is None:
                     return
-                pending.append((path, pool.submit(load_image, path, size)))
+                pending.append((path, pool.submit(decode, path)))
 
         refill()
         try:
@@ -130,6 +129,17 @@ def iter_fingerprint_batches(paths, model, *, batch_size=DEFAULT_BATCH_SIZE, wor
         finally:
             for _, future in pending:  # stopped early (error, Ctrl-C): drop queued decodes
                 future.cancel()
+
+
+def _decode_and_keep_thumbnail(path, size, thumbnails):
+    array, thumbnail = load_image_and_thumbnail(path, size, thumbnails.side)
+    if thumbnail is None:  # decoded too small for it: the gallery makes this one itself
+        return array
+    try:
+        thumbnails.add(path, thumbnail)
+    except OSError as exc:  # a full disk or a read-only store folder costs the thumbnail, not the fingerprint
+        logger.warning("no thumbnail kept for %s: %s", path, exc)
+    return array
 
 
 def _batches(pending, refill, model, batch_size, progress):

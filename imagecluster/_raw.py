@@ -91,7 +91,7 @@ def open_raw(path, size):
         with rawpy.imread(path) as raw:
             _check_pixels(raw.sizes)
             try:
-                preview = _preview(raw, rawpy, size)
+                preview = _preview(raw, rawpy, size, path)
             except MemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - untrusted bytes; the decoders raise anything
@@ -120,13 +120,15 @@ def _check_pixels(sizes):
         raise Image.DecompressionBombError(f"{pixels} pixels exceed the limit of {2 * limit}")
 
 
-def _preview(raw, rawpy, size):
+def _preview(raw, rawpy, size, path):
     """The largest embedded preview, upright and RGB, or None when there is none at least ``size`` high and wide."""
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
         return None
     if thumb.format == rawpy.ThumbFormat.JPEG:
+        if _runs_past_the_end(path, thumb.data):
+            raise OSError("the embedded preview is cut off by the end of the file")
         im = Image.open(io.BytesIO(thumb.data))
         if min(im.size) < size:
             return None
@@ -142,6 +144,28 @@ def _preview(raw, rawpy, size):
     else:
         return None
     return _upright(im, orientation, raw.sizes)
+
+
+def _runs_past_the_end(path, data, probe=32):
+    """Whether the preview ``data`` goes on beyond the end of the file at ``path``.
+
+    LibRaw (0.21, 0.22) reads a preview up to 16 KB past the end of a cut
+    file and hands back its buffer with the missing part never written: the
+    tail is whatever the heap held -- zeros in a fresh process, the preview of
+    an earlier photo in a long one -- so the decode would depend on what ran
+    before. A cut preview ends in the file's last bytes: when those occur in
+    the preview short of its end, the rest came from no file at all. One small
+    read at the end of the file, no search through the file.
+    """
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(max(0, end - probe))
+        tail = f.read(probe)
+    if len(tail) < probe:
+        return False
+    found = bytes(data).rfind(tail)
+    return 0 <= found < len(data) - probe
 
 
 def _upright(im, orientation, sizes):
@@ -163,7 +187,8 @@ def _describe_libraw(exc, rawpy, path):
         return "damaged or cut short: LibRaw ran out of data (a RAW file copied in part?)"
     if isinstance(exc, rawpy.LibRawDataError):
         return "damaged RAW data"
-    if isinstance(exc, (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError)):
+    too_big = (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError)
+    if isinstance(exc, too_big):
         return "too many pixels to be a photo (LibRaw's memory limit)"
     text = exc.args[0] if exc.args else type(exc).__name__
     if isinstance(text, bytes):

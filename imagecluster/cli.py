@@ -9,20 +9,25 @@ has a code per error kind (``imagecluster remote --help``, doc/plugin-guide.rst)
 import argparse
 import collections
 import logging
-import math
 import os
 import sys
+import textwrap
 import warnings
 
 from PIL import Image
 
 from . import __version__
 from ._api import run_cluster
+from ._cli_dask import add_dask_options, dask_options
+from ._cli_events import add_event_options, add_remote_event_options, run_events_command
+from ._cli_gallery import add_gallery_commands, write_html
 from ._cli_parser import Parser
-from ._exceptions import ImageClusterError, InvalidParameter, NotOurTree
+from ._exceptions import ImageClusterError, InvalidParameter, MissingDependency, NotOurTree
+from ._exit_codes import exit_codes_text
 from ._library import index_library
 from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
+from ._validation import DEFAULT_BATCH_SIZE, MAX_WAIT_SECONDS, check_sim, check_timeout, check_wait
 from .cluster import CUTS, DEFAULT_SIM
 from .images import check_library
 from .models import DEFAULT_MODEL, MODEL_NAMES
@@ -72,6 +77,9 @@ def main(argv=None):
     except InvalidParameter as exc:  # a value only the work could check (e.g. --out inside the library)
         print(f"imagecluster: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MissingDependency as exc:  # e.g. --scheduler without distributed: the message says what to install
+        print(f"imagecluster: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except NotOurTree as exc:  # the core's message names no option: the daemon sends it over D-Bus too
         print(f"imagecluster: error: {exc} (--out OUT chooses the folder)", file=sys.stderr)
         return EXIT_FAILED
@@ -99,9 +107,11 @@ def _build_parser():
         "--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
         help=f"fingerprint model (default {DEFAULT_MODEL}; vgg16 needs internet once for its weights)",
     )
-    common.add_argument("--batch-size", type=_positive_int, default=32, help="photos per inference call (default 32)")
+    common.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"photos per inference call (default {DEFAULT_BATCH_SIZE})")
     common.add_argument("-v", "--verbose", action="count", default=0, help="say more (twice: debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar (or progress lines in a log)")
+    add_dask_options(common)
 
     cluster = commands.add_parser(
         "cluster", parents=[common],
@@ -124,6 +134,11 @@ def _build_parser():
         help="a RAW and a JPEG of one shot (IMG_1.CR2 + IMG_1.JPG) are one photo: which one the tree links "
         "(default jpeg)",
     )
+    add_event_options(cluster)
+    cluster.add_argument(
+        "--html", action="store_true",
+        help="also write a gallery of the clusters with a sim slider beside the tree (OUT-gallery/index.html)",
+    )
     cluster.set_defaults(run=_run_cluster)
 
     index = commands.add_parser(
@@ -132,6 +147,7 @@ def _build_parser():
         description="Fingerprint the new or changed photos of DIR into DIR/.imagecluster, without clustering.",
     )
     index.set_defaults(run=_run_index)
+    add_gallery_commands(commands, _sim, _positive_int)
     _add_daemon_commands(commands)
     _add_remote_commands(commands)
     return parser
@@ -154,7 +170,8 @@ def _add_daemon_commands(commands):
     )
     daemon.add_argument("--sim", type=_sim, help=f"the default sim offered to clients (default {DEFAULT_SIM})")
     daemon.add_argument("--model", choices=MODEL_NAMES, help=f"fingerprint model (default {DEFAULT_MODEL})")
-    daemon.add_argument("--config", metavar="FILE", help="config file (default $XDG_CONFIG_HOME/imagecluster/config.toml)")
+    daemon.add_argument("--config", metavar="FILE",
+                        help="config file (default $XDG_CONFIG_HOME/imagecluster/config.toml)")
     daemon.add_argument("-v", "--verbose", action="count", default=0, help="log debug messages too")
     daemon.set_defaults(run=_run_daemon)
 
@@ -165,7 +182,8 @@ def _add_daemon_commands(commands):
         "org.imagecluster.ImageCluster1.service for this installation (this Python), replacing "
         "earlier ones. The daemon then reads its libraries from the config file.",
     )
-    install.add_argument("--unit-dir", metavar="DIR", help="where the unit goes (default $XDG_CONFIG_HOME/systemd/user)")
+    install.add_argument("--unit-dir", metavar="DIR",
+                         help="where the unit goes (default $XDG_CONFIG_HOME/systemd/user)")
     install.add_argument(
         "--dbus-dir", metavar="DIR", help="where the activation file goes (default $XDG_DATA_HOME/dbus-1/services)"
     )
@@ -186,13 +204,8 @@ def _add_daemon_commands(commands):
 
 
 def _sim(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; sim is between 0 and 1") from None
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
-    return value
+    value = _number(text, f"{text!r} is not a number; sim is between 0 and 1")
+    return _checked(check_sim, value, f"{text} is outside 0..1")
 
 
 def _positive_int(text):
@@ -206,21 +219,38 @@ def _positive_int(text):
 
 
 def _run_cluster(args):
+    if args.by == "events":
+        return run_events_command(args, print_report=_print_report, count=_count, shown=_shown,
+                                  dask=dask_options(args))
     report, clusters, tree = run_cluster(
         args.folder, sim=args.sim, out=args.out, model=args.model, min_size=args.min_size,
         cut=args.cut, batch_size=args.batch_size, progress=not args.quiet, pair_link=args.pair_link,
+        thumbnails=args.html, **dask_options(args),
     )
     _print_report(report, list_all=args.verbose > 0)
     _print_clusters(clusters)
     photos = sum(len(c) for c in clusters)
     print(f"{_count(len(clusters), 'cluster')} with {_count(photos, 'photo')} written to {_shown(tree)}")
+    if args.html:
+        if args.cut != "absolute":
+            print("imagecluster: the gallery shows the absolute cut (its slider's sim), not --cut relative",
+                  file=sys.stderr)
+        gallery = write_html(report.library, f"{tree}-gallery", sim=args.sim, model=args.model, quiet=args.quiet)
+        print(f"gallery: {_shown(gallery.index)}")
     return EXIT_OK
 
 
 def _run_index(args):
     root = check_library(args.folder)
+    dask = dask_options(args)
     with ProgressBar(f"fingerprinting {root.name or root}", enabled=not args.quiet) as bar:
-        report = index_library(root, model=args.model, batch_size=args.batch_size, progress=bar)
+        if dask:
+            from ._distributed import index_with_scheduler
+
+            report = index_with_scheduler(root, dask["scheduler"], model=args.model, batch_size=args.batch_size,
+                                          path_map=dask["path_map"], progress=bar)
+        else:
+            report = index_library(root, model=args.model, batch_size=args.batch_size, progress=bar)
     _print_report(report, list_all=args.verbose > 0)
     return EXIT_OK
 
@@ -270,8 +300,11 @@ def _print_report(report, *, list_all=False):
     if report.removed:
         changes.append(f"{report.removed} gone")
     # The total is what the parts add up to; files that could not be read are listed below, not counted.
-    print(f"{_shown(report.library)}: {_count(report.fingerprinted, 'photo')} ({', '.join(changes)}), "
-          f"model {report.model}")
+    total = f"{_count(report.fingerprinted, 'photo')} ({', '.join(changes)})"
+    if report.pairs:  # a RAW + JPEG shot is one photo, as in the clusters; the parts count files
+        total = (f"{_count(report.shots, 'photo')} ({_count(report.pairs, 'RAW + JPEG pair')} counted once), "
+                 f"{_count(report.fingerprinted, 'file')} ({', '.join(changes)})")
+    print(f"{_shown(report.library)}: {total}, model {report.model}")
     failures = report.failures + report.known_failures  # known: unreadable before, unchanged, not tried again
     if failures:
         print(f"skipped {len(failures)} file(s) that could not be read:")
@@ -288,7 +321,7 @@ def _count(n, noun):
 
 
 def _shown(path):
-    """A path on one printable line: a newline in a name cannot split the list, odd bytes show as ``\\xff``."""
+    r"""A path on one printable line: a newline in a name cannot split the list, odd bytes show as ``\xff``."""
     text = os.fspath(path)
     if text.isprintable():
         return text
@@ -311,14 +344,8 @@ def _print_clusters(clusters):
         print(f"{size:<{width}} : {counts[size]}")
 
 
-_REMOTE_EXIT_CODES = """\
-exit status: 0 success; 1 other failure (the daemon answered Failed); 2 usage (bad
-option, --sim not a number or outside 0..1); 3 daemon not available (no session bus,
-or not running and not installed: run `imagecluster install-service`, or its
-systemd unit failed); 4 timeout
-(no answer within --timeout; `wait`: still busy); 5 not in any watched library;
-6 no such photo, or library not mounted; 7 not an image; 8 the tree folder is not
-an imagecluster tree; 9 the daemon went away during the call; 130 interrupted."""
+# The remote command's table, written once (_exit_codes), wrapped for --help.
+_REMOTE_EXIT_CODES = textwrap.fill(exit_codes_text(), 88)
 
 
 def _add_remote_commands(commands):
@@ -361,29 +388,36 @@ def _add_remote_commands(commands):
         if name == "cluster":
             call.add_argument("--library", metavar="DIR", help="cluster only this library (one of status' libraries)")
             call.add_argument("--out", metavar="DIR", help="with --library: write the tree here instead")
+            add_remote_event_options(call)
         if name == "wait":
             call.add_argument("seconds", metavar="SECONDS", type=_wait_seconds, nargs="?", default=60.0,
-                              help="wait at most this long, 0..3600 (default 60)")
+                              help=f"wait at most this long, 0..{MAX_WAIT_SECONDS:g} (default 60)")
 
 
 def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if math.isnan(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
-    return value
+    value = _number(text, f"{text!r} is not a number of seconds")
+    return _checked(check_timeout, value, f"{text} must be more than 0 seconds")
 
 
 def _wait_seconds(text):
+    value = _number(text, f"{text!r} is not a number of seconds")
+    return _checked(check_wait, value, f"{text} is outside 0..{MAX_WAIT_SECONDS:g} seconds")
+
+
+def _number(text, message):
+    """The command line's text as a float (the checks of _validation take numbers, not text)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.0 <= value <= 3600.0:  # also false for NaN
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 seconds")
-    return value
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _checked(check, value, message):
+    """``check(value)`` from _validation, the one rule; its failure as argparse's, worded for the option."""
+    try:
+        return check(value)
+    except InvalidParameter:
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _run_remote(args):

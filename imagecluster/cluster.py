@@ -30,6 +30,7 @@ import numpy as np
 from ._edges import Edges, similarity_edges, unit_rows
 from ._exceptions import InvalidParameter
 from ._linkage import DEFAULT_DENSE_BUDGET, SMALL_COMPONENT, component_groups, dense_bytes, small_component_groups
+from ._validation import check_count, check_sim
 
 __all__ = [
     "CUTS", "DEFAULT_DENSE_BUDGET", "DEFAULT_SIM", "check_cut", "check_dense_budget", "check_fingerprints",
@@ -71,22 +72,9 @@ def check_fingerprints(fingerprints):
     return np.ascontiguousarray(array)
 
 
-def check_sim(sim):
-    """Return ``sim`` as a float in 0..1, or raise InvalidParameter."""
-    try:
-        value = float(sim)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameter(f"sim must be a number between 0 and 1, got {sim!r}") from exc
-    if not 0.0 <= value <= 1.0:  # also false for NaN
-        raise InvalidParameter(f"sim must be between 0 and 1, got {sim!r}")
-    return value
-
-
 def check_min_size(min_size):
     """Return ``min_size`` as an int >= 1, or raise InvalidParameter."""
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
-        raise InvalidParameter(f"min_size must be a whole number >= 1, got {min_size!r}")
-    return int(min_size)
+    return check_count(min_size, "min_size")
 
 
 def check_cut(cut):
@@ -257,15 +245,15 @@ def _components(points, threshold, metric):
     from scipy.sparse.csgraph import connected_components
 
     n = len(points)
-    rows, cols = [], []
+    row_parts, col_parts = [], []
     for start, stop in _row_blocks(n):
         close = metric(points[start:stop], points[start:]) <= threshold
         i, j = np.nonzero(close)
         keep = j > i  # upper triangle: each pair once, no self-loops
-        rows.append(i[keep] + start)
-        cols.append(j[keep] + start)
-    rows = np.concatenate(rows)
-    cols = np.concatenate(cols)
+        row_parts.append(i[keep] + start)
+        col_parts.append(j[keep] + start)
+    rows = np.concatenate(row_parts)
+    cols = np.concatenate(col_parts)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     count, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")

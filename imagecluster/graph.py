@@ -24,6 +24,7 @@ then searches every pair, as before the graph existed.
 """
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import numpy as np
 
 from ._edges import Edges, edges_against, similarity_edges, unit_rows
 from ._exceptions import InvalidParameter
+from ._ivf import APPROXIMATE_ABOVE, approximate_edges
 from .cluster import DEFAULT_DENSE_BUDGET, check_min_size, check_sim, cluster_graph
 
 __all__ = ["DEFAULT_FLOOR", "LibraryGraph", "UnitRows"]
@@ -75,6 +77,7 @@ class UnitRows:
 
     @property
     def shape(self):
+        """``(n_images, n_features)``, the shape of :attr:`matrix`."""
         return self.matrix.shape
 
     def __getitem__(self, index):
@@ -103,6 +106,11 @@ class LibraryGraph:
         Model name: one graph per model, as fingerprints.
     floor : float, default=DEFAULT_FLOOR
         Smallest similarity kept.
+    approximate_above : int, default=APPROXIMATE_ABOVE
+        A first build of more photos than this searches pairs approximately
+        (:mod:`imagecluster._ivf`): minutes instead of hours at 1,000,000
+        photos, at the cost of a small share of pairs. Photos added later are
+        always searched exactly.
 
     Attributes
     ----------
@@ -110,12 +118,16 @@ class LibraryGraph:
         Library-relative path of each photo (node), after :meth:`update`.
     edges : Edges
         Pairs of nodes at least ``floor`` similar.
+    exact : bool
+        Whether ``edges`` holds every such pair (False after an approximate build).
     """
 
-    def __init__(self, store, model, *, floor=DEFAULT_FLOOR):
+    def __init__(self, store, model, *, floor=DEFAULT_FLOOR, approximate_above=APPROXIMATE_ABOVE):
         self.store = store
         self.model = model
         self.floor = check_sim(floor)
+        self.approximate_above = approximate_above
+        self.exact = True
         if self.floor == 0.0:
             raise InvalidParameter("floor must be above 0: at 0 every pair would be an edge")
         self.paths = []
@@ -177,6 +189,15 @@ class LibraryGraph:
         if save and self._dirty and self.paths:
             self.save()
         return changed
+
+    def copy(self):
+        """A graph as this one is now, that another thread can read and update while this one changes.
+
+        Cheap: :meth:`update` replaces the paths, the edges and the matrix
+        view rather than changing them, so both share them until one catches
+        up with the store. Each must still be used by one thread at a time.
+        """
+        return copy.copy(self)
 
     def clusters(self, sim, min_size=2, *, dense_budget=DEFAULT_DENSE_BUDGET):
         """Clusters at ``sim`` (at least the floor) from the graph, as relative paths.
@@ -245,7 +266,7 @@ class LibraryGraph:
         sizes = np.fromiter((self._entries[p][0] for p in self.paths), np.int64, len(self.paths))
         mtimes = np.fromiter((self._entries[p][1] for p in self.paths), np.int64, len(self.paths))
         meta = json.dumps({"format": _FORMAT, "version": _VERSION, "model": self.model, "floor": self.floor,
-                           "dtype": self._matrix.dtype.name, "n": len(self.paths)})
+                           "dtype": self._matrix.dtype.name, "n": len(self.paths), "exact": self.exact})
         fd, tmp = tempfile.mkstemp(prefix=".graph-", suffix=".tmp", dir=self.store.folder)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -291,7 +312,9 @@ class LibraryGraph:
         if len(new_rows) > n // 2:  # mostly new: one search of every pair is half the work
             logger.info("searching similar pairs among %d photos (floor %s)", n, self.floor)
             report = None if progress is None else (lambda done, total: progress(round(n * done / total), n))
-            edges = similarity_edges(rows.to_array(), self.floor, progress=report)
+            self.exact = n <= self.approximate_above
+            search = similarity_edges if self.exact else approximate_edges
+            edges = search(rows.to_array(), self.floor, progress=report)
         else:
             old = self.edges
             both = kept[old.i] & kept[old.j] if len(old) else np.zeros(0, dtype=bool)
@@ -301,7 +324,8 @@ class LibraryGraph:
                 edges_against(rows, new_rows, self.floor),
             ])
         if len(new_rows) or dropped:
-            logger.debug("graph of %s: %d photos new or changed, %d dropped", self.store.library, len(new_rows), dropped)
+            logger.debug("graph of %s: %d photos new or changed, %d dropped",
+                         self.store.library, len(new_rows), dropped)
         self.paths, self._entries, self._matrix, self.edges = list(view.paths), dict(view.entries), view.matrix, edges
         return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 
@@ -351,9 +375,12 @@ class LibraryGraph:
         if len(i) and (i.min() < 0 or j.max() >= n or not (i < j).all()
                        or not np.isfinite(sims).all() or sims.min() < self.floor or sims.max() > 1.0 + _ROUNDING):
             return "edges out of range"
+        if not isinstance(meta.get("exact", True), bool):
+            return "header damaged"
         self.paths = paths
         self._entries = {p: (int(s), int(m)) for p, s, m in zip(paths, sizes.tolist(), mtimes.tolist())}
         self.edges = Edges(i, j, sims)
+        self.exact = meta.get("exact", True)  # graphs saved before approximate builds were all exact
         return ""
 
     def _disagreement(self):
@@ -378,6 +405,8 @@ class LibraryGraph:
 
             kept, real = near(self.edges), near(found)
             undecided = {p for p, s in {**kept, **real}.items() if abs(s - self.floor) <= _ROUNDING}
-            if set(kept) - undecided != set(real) - undecided:
+            kept, real = set(kept) - undecided, set(real) - undecided
+            # An approximate graph may lack a few pairs, never hold a false one.
+            if kept != real if self.exact else not kept <= real:
                 return "a photo's neighbours do not match the fingerprints"
         return ""

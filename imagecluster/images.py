@@ -26,6 +26,7 @@ __all__ = [
     "find_images",
     "is_image_name",
     "load_image",
+    "load_image_and_thumbnail",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,24 +156,89 @@ def load_image(path, size):
         or is not a regular file (a FIFO, socket or device is never opened,
         so it cannot make the call wait).
     """
+    return _decode(path, size, None)[0]
+
+
+def load_image_and_thumbnail(path, size, side):
+    """One decode for both a fingerprint's input and a gallery's thumbnail.
+
+    Decoding a camera JPEG is bounded by libjpeg's entropy decoding of the
+    whole file, at any scale; a thumbnail made apart from the fingerprint
+    costs that decode a second time. The network's array is exactly
+    :func:`load_image`'s; the thumbnail is cut from the same small decode.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The photo.
+    size : int
+        Side of the square the network wants, in pixels.
+    side : int
+        Longest side of the thumbnail, in pixels (a smaller photo keeps its size).
+
+    Returns
+    -------
+    array : numpy.ndarray of shape (size, size, 3), dtype uint8
+    thumbnail : PIL.Image.Image or None
+        Upright, RGB, aspect ratio kept; None when the small decode came out
+        smaller than the thumbnail should be (rare: a near-square JPEG).
+
+    Raises
+    ------
+    NotAnImage
+        As :func:`load_image`.
+    """
+    return _decode(path, size, side)
+
+
+def _decode(path, size, side):
+    """``(array, thumbnail or None)``: the work of :func:`load_image`, keeping a thumbnail when ``side`` is set."""
+    im, stored = _decode_upright(path, size)
+    return _square(im, size), _thumbnail(im, side, stored)
+
+
+def _decode_upright(path, size):
+    """Decode a photo upright and in RGB, as small as its format allows while both sides stay >= ``size``.
+
+    The one decode behind fingerprints and gallery thumbnails, so both read
+    every file, with every format's rules, the same way.
+
+    Parameters
+    ----------
+    path : path-like
+        The photo (a regular file).
+    size : int
+        Smallest side wanted, in pixels. JPEGs are decoded at 1/2, 1/4 or
+        1/8 scale in the DCT domain (draft mode) as far as keeps both sides
+        at least ``size``; RAW files give their embedded preview or a
+        half-size demosaic (:mod:`imagecluster._raw`).
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        Loaded, RGB, upright.
+    stored : (int, int)
+        Width and height as stored in the file, before any scaling.
+
+    Raises
+    ------
+    NotAnImage
+        The file is not a regular file or cannot be decoded; the message says why.
+    """
     try:
         with _open_regular(path) as f:
             if os.path.splitext(os.fspath(path))[1].lower() in RAW_SUFFIXES:
-                # The RAW's embedded preview or a half-size demosaic, upright (see _raw).
                 # LibRaw opens by name: /proc/self/fd names the very file checked above.
-                im = open_raw(_fd_name(f, path), size)
-                return np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+                im = _to_rgb(open_raw(_fd_name(f, path), size))
+                return im, im.size
             # Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (179 MP) with
             # DecompressionBombError, caught below as "too many pixels".
             with Image.open(f) as im:
-                # draft() only changes JPEG decoding: libjpeg scales by 1/2, 1/4
-                # or 1/8 in the DCT domain, as far as keeps both sides at least
-                # `size`; the resize below then averages the rest.
+                stored = im.size
                 im.draft("RGB", (size, size))
-                im = _upright(im)
-                im = _to_rgb(im)
-                im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-                return np.asarray(im, dtype=np.uint8)
+                im = _to_rgb(_upright(im))
+                im.load()
+                return im, stored
     except NotAnImage:
         raise
     except MemoryError as exc:
@@ -182,6 +248,23 @@ def load_image(path, size):
         # raise nearly anything (struct.error, IndexError, ...). None of that
         # may stop a run over a whole library.
         raise NotAnImage(f"{os.fspath(path)}: {_describe(exc)}") from exc
+
+
+def _square(im, size):
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+
+
+def _thumbnail(im, side, stored):
+    """A thumbnail of the decoded ``im``, or None when the decode came out smaller than the thumbnail should be.
+
+    (A near-square JPEG drafted for a 224 px network can decode to 224-255 px:
+    its thumbnail is then left to a decode of its own, at the right scale.)
+    """
+    if side is None or max(im.size) < min(side, max(stored)):
+        return None
+    im = im.copy()
+    im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return im
 
 
 def _open_regular(path):

@@ -38,15 +38,19 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _journal
+from ._capture import Capture, capture_problem
 from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
-from ._journal import DTYPES, Entry, State, Unreadable, check_int, check_iterable, check_model, check_path, check_vector
+from ._journal import DTYPES
+from ._store_state import Captured, Entry, StoreState, Unreadable
+from ._validation import check_int, check_iterable, check_model_key, check_relpath, check_share, check_vector
 from ._xdg import xdg_data_home
+from .images import STORE_DIRNAME
 
-__all__ = ["Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
+__all__ = ["Captured", "Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
 
 logger = logging.getLogger(__name__)
 
-FOLDER_NAME = ".imagecluster"
+FOLDER_NAME = STORE_DIRNAME
 SNAPSHOT_NAME = "fingerprints.pk"
 JOURNAL_NAME = "journal.pk"
 LOCK_NAME = "lock"
@@ -170,7 +174,7 @@ class Store:
         self.dtype = name
         self.lock_timeout = float(lock_timeout)
         self._mutex = threading.RLock()
-        self._state = State(DTYPES[name])
+        self._state = StoreState(DTYPES[name])
         self._loaded = False
         self._snapshot_sig = None
         self._journal_sig = None
@@ -214,7 +218,7 @@ class Store:
             Library-relative POSIX path -> ``Entry(size, mtime_ns)``; a new dict,
             empty for an unknown model.
         """
-        model = check_model(model)
+        model = check_model_key(model)
         with self._mutex:
             self._refresh()
             m = self._state.models.get(model)
@@ -238,8 +242,8 @@ class Store:
         fingerprints : ndarray of shape (n_images, n_features), dtype float32
             A new array; shape (0, 0) for an unknown model.
         """
-        model = check_model(model)
-        wanted = None if paths is None else [check_path(p) for p in check_iterable(paths, "paths")]
+        model = check_model_key(model)
+        wanted = None if paths is None else [check_relpath(p) for p in check_iterable(paths, "paths")]
         with self._mutex:
             self._refresh()
             m = self._state.models.get(model)
@@ -275,7 +279,7 @@ class Store:
             ``entries`` (dict of path to Entry, a new dict). Empty for an
             unknown model (``matrix`` of shape (0, 0)).
         """
-        model = check_model(model)
+        model = check_model_key(model)
         with self._mutex:
             self._refresh()
             m = self._state.models.get(model)
@@ -297,12 +301,54 @@ class Store:
         dict of str to Unreadable
             Library-relative path -> ``Unreadable(size, mtime_ns, reason)``; a new dict.
         """
-        model = check_model(model)
+        model = check_model_key(model)
         with self._mutex:
             self._refresh()
             return dict(self._state.failed.get(model, {}))
 
+    def captures(self):
+        """When and where each photo was taken, as read from its header (for every model alike).
+
+        Returns
+        -------
+        dict of str to Captured
+            Library-relative path -> ``Captured(size, mtime_ns, capture)``,
+            the file's size and mtime when it was read; a new dict. A photo
+            whose file changed since has a stale entry: compare them.
+        """
+        with self._mutex:
+            self._refresh()
+            return dict(self._state.captures)
+
     # ---------------------------------------------------------------- writes
+
+    def put_captures(self, items):
+        """Store photos' capture data (:func:`imagecluster._capture.read_capture`): one journal append.
+
+        Parameters
+        ----------
+        items : iterable of (path, size, mtime_ns, Capture)
+            ``size`` and ``mtime_ns`` of the file that was read. Entries that
+            equal what is stored are not written again.
+        """
+        records = []
+        for item in check_iterable(items, "items"):
+            try:
+                path, size, mtime_ns, capture = item
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameter("each item must be (path, size, mtime_ns, capture)") from exc
+            fields = tuple(capture) if isinstance(capture, tuple) else capture
+            problem = capture_problem(fields)
+            if problem:
+                raise InvalidParameter(f"capture data of {path!r}: {problem}")
+            records.append(("capture", check_relpath(path), check_int(size, "size", minimum=0),
+                            check_int(mtime_ns, "mtime_ns"), fields))
+
+        def build(state):
+            return [r for r in records if state.captures.get(r[1]) != (r[2], r[3], Capture(*r[4]))]
+
+        self._write(build)
+
 
     def put(self, model, items):
         """Add or replace fingerprints: one journal append and one fsync per call.
@@ -325,7 +371,7 @@ class Store:
         StoreLocked
             Another process kept the store locked for ``lock_timeout`` seconds.
         """
-        model = check_model(model)
+        model = check_model_key(model)
         dtype = DTYPES[self.dtype]
         records, dims = [], set()
         for item in check_iterable(items, "items"):
@@ -333,7 +379,7 @@ class Store:
                 path, size, mtime_ns, fingerprint = item
             except (TypeError, ValueError) as exc:
                 raise InvalidParameter("each item must be (path, size, mtime_ns, fingerprint)") from exc
-            path = check_path(path)
+            path = check_relpath(path)
             vector = check_vector(fingerprint, dtype, path)
             dims.add(vector.size)
             size, mtime_ns = check_int(size, "size", minimum=0), check_int(mtime_ns, "mtime_ns")
@@ -359,7 +405,7 @@ class Store:
             ``reason`` a short text for the user. A fingerprint stored for
             the path is kept until :meth:`remove`.
         """
-        model = check_model(model)
+        model = check_model_key(model)
         records = []
         for item in check_iterable(items, "items"):
             try:
@@ -368,7 +414,7 @@ class Store:
                 raise InvalidParameter("each item must be (path, size, mtime_ns, reason)") from exc
             if not isinstance(reason, str):
                 raise InvalidParameter(f"reason must be a str, got {type(reason).__name__}")
-            records.append(("fail", model, check_path(path), check_int(size, "size", minimum=0),
+            records.append(("fail", model, check_relpath(path), check_int(size, "size", minimum=0),
                             check_int(mtime_ns, "mtime_ns"), reason[:500]))
         self._write(lambda state: records)
 
@@ -382,14 +428,15 @@ class Store:
         model : str or None, default=None
             Forget them for this model only; None means for every model.
         """
-        model = None if model is None else check_model(model)
-        paths = [check_path(p) for p in check_iterable(paths, "paths")]
+        model = None if model is None else check_model_key(model)
+        paths = [check_relpath(p) for p in check_iterable(paths, "paths")]
 
         def build(state):
             models = state.models.values() if model is None else [state.models.get(model)]
             failed = state.failed.values() if model is None else [state.failed.get(model)]
             return [("del", model, p) for p in dict.fromkeys(paths)
-                    if any(m and p in m.rows for m in models) or any(f and p in f for f in failed)]
+                    if any(m and p in m.rows for m in models) or any(f and p in f for f in failed)
+                    or (model is None and p in state.captures)]
 
         self._write(build)
 
@@ -419,10 +466,10 @@ class Store:
                 old, new = pair
             except (TypeError, ValueError) as exc:
                 raise InvalidParameter("each move must be (old, new)") from exc
-            pairs.append(("move", check_path(old, "old"), check_path(new, "new")))
+            pairs.append(("move", check_relpath(old, "old"), check_relpath(new, "new")))
 
         def build(state):
-            known = set().union(*(m.rows for m in state.models.values()), *state.failed.values())
+            known = set().union(*(m.rows for m in state.models.values()), *state.failed.values(), state.captures)
             records = []
             for record in pairs:  # simulate, to leave out no-ops
                 _, old, new = record
@@ -436,13 +483,22 @@ class Store:
 
         self._write(build)
 
-    def compact(self):
+    def compact(self, *, min_journal_share=0.0):
         """Rewrite the snapshot with the current content and empty the journal.
 
         The new snapshot is written to a temporary file and renamed over the
         old one, so a crash at any point leaves a readable store. Does
         nothing for a library without a store, or when the journal is empty.
+
+        Parameters
+        ----------
+        min_journal_share : float, default=0.0
+            Compact only when the journal has grown to at least this share of
+            the snapshot's size. Rewriting a million photos' snapshot (2.6 GB,
+            over 30 s) to fold in a few photos costs far more than replaying
+            them at the next load: the daemon passes 1/16.
         """
+        share = check_share(min_journal_share, "min_journal_share")
         with self._mutex:
             if not self.folder.is_dir():
                 return
@@ -450,6 +506,9 @@ class Store:
                 self._refresh_locked(repair=True)
                 if self._snapshot_sig is not None and (self._journal_sig is None or self._journal_sig[1] == 0):
                     return  # nothing to merge
+                journal_bytes = 0 if self._journal_sig is None else self._journal_sig[1]
+                if self._snapshot_sig is not None and journal_bytes < share * self._snapshot_sig[1]:
+                    return  # cheaper to replay at the next load than to rewrite now
                 token = os.urandom(16)
                 snapshot = self._state.to_snapshot(token)
                 path = self.folder / SNAPSHOT_NAME
@@ -462,7 +521,7 @@ class Store:
                         os.fsync(f.fileno())
                 except OSError as exc:
                     raise StoreError(f"cannot compact the store in {self.folder}: {exc}") from exc
-                self._state = State.from_snapshot(snapshot, self._state.dtype)
+                self._state = StoreState.from_snapshot(snapshot, self._state.dtype)
                 self._snapshot_sig = _sig(path)
                 self._journal_sig = _sig(self.folder / JOURNAL_NAME)
                 self._journal_good = 0
@@ -565,7 +624,7 @@ class Store:
             if not repair:
                 raise
             self._set_aside(str(exc.__cause__ or exc))
-            state, snapshot_sig = State(self._state.dtype), None
+            state, snapshot_sig = StoreState(self._state.dtype), None
         good, journal_sig = self._replay(state, 0)
         self._state, self._loaded = state, True
         self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
@@ -577,7 +636,7 @@ class Store:
                 sig = os.fstat(f.fileno())
                 obj = _journal.safe_load(f)
         except FileNotFoundError:
-            return State(self._state.dtype), None
+            return StoreState(self._state.dtype), None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         except MemoryError:
@@ -585,7 +644,7 @@ class Store:
         except Exception as exc:  # anything else a hostile pickle can provoke
             raise self._corrupt(path, exc) from exc
         try:
-            state = State.from_snapshot(obj, self._state.dtype)
+            state = StoreState.from_snapshot(obj, self._state.dtype)
         except ValueError as exc:
             raise self._corrupt(path, exc) from exc
         return state, (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)

@@ -26,7 +26,7 @@ from pathlib import Path
 from ._exceptions import InvalidParameter, NotOurTree, TreeError
 from .images import TREE_MARKER
 
-__all__ = ["check_tree_folder", "is_own_tree", "write_tree"]
+__all__ = ["check_tree_folder", "is_own_tree", "write_event_tree", "write_tree"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,66 @@ def write_tree(clusters, out, *, info=None):
     TreeError
         The tree could not be written (permissions, disk full, ...).
     """
-    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     groups = [[Path(os.path.abspath(os.fspath(p))) for p in group] for group in clusters]
     if any(len(g) == 0 for g in groups):
         raise InvalidParameter("a cluster must hold at least one photo")
+    seen_sizes: dict[int, int] = {}
+    folders = []
+    for group in groups:
+        k = seen_sizes.get(len(group), 0)
+        seen_sizes[len(group)] = k + 1
+        folders.append((Path(f"cluster_with_{len(group)}") / f"cluster_{k}", group))
+    return _write(out, folders, {**(info or {}), "digest": _digest(groups, info or {})}, len(groups))
+
+
+def write_event_tree(events, out, *, info=None):
+    """Write events as a symlink tree: ``<out>/events/<name>/`` per event, with ``cluster_<K>/`` inside.
+
+    The same rules as :func:`write_tree`: built beside, swapped in, only a
+    tree imagecluster wrote (or an empty folder) is ever replaced, and
+    nothing but symlinks, the marker and empty folders is removed.
+
+    Parameters
+    ----------
+    events : list of (str, list of path-like, list of list of path-like)
+        ``(name, photos, clusters)`` per event: the folder name (unique, no
+        ``/``), a link to every photo of the event goes in the folder, and
+        each content cluster becomes ``cluster_<K>/`` in it (K from 0,
+        largest first).
+    out : path-like
+        The tree's folder (as :func:`write_tree`).
+    info : dict, default=None
+        Extra facts recorded in the marker file.
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute path of the written tree.
+
+    Raises
+    ------
+    NotOurTree, TreeError
+        As :func:`write_tree`.
+    """
+    folders, names = [], set()
+    for name, photos, clusters in events:
+        if not name or "/" in name or name in (".", "..") or name in names or not photos:
+            raise InvalidParameter(f"bad or repeated event folder name {name!r}, or an event without photos")
+        names.add(name)
+        base = Path("events") / name
+        folders.append((base, [Path(os.path.abspath(os.fspath(p))) for p in photos]))
+        for k, group in enumerate(clusters):
+            folders.append((base / f"cluster_{k}", [Path(os.path.abspath(os.fspath(p))) for p in group]))
+    digest = hashlib.sha256(json.dumps(info or {}, sort_keys=True, default=str).encode())
+    for folder, photos in folders:
+        digest.update(os.fsencode(folder) + b"\0" + b"\n".join(map(os.fsencode, photos)) + b"\0")
+    return _write(out, folders, {**(info or {}), "digest": digest.hexdigest()[:16]}, len(events), what="events")
+
+
+def _write(out, folders, info, count, what="clusters"):
+    """Build the tree of ``folders`` ((relative folder, photos) pairs) beside ``out`` and swap it in."""
+    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     _check_replaceable(out)
-    info = {**(info or {}), "digest": _digest(groups, info or {})}
     if _written_already(out, info["digest"]):
         logger.debug("the cluster tree at %s already holds these clusters; left as it is", out)
         return out
@@ -132,7 +186,7 @@ def write_tree(clusters, out, *, info=None):
     except OSError as exc:
         raise TreeError(f"cannot create the cluster tree beside {out}: {exc.strerror or exc}") from exc
     try:
-        _fill(staging, groups, info)
+        _fill(staging, folders, info, count, what)
         _swap_in(staging, out)
     except BaseException:
         _remove_tree(staging)
@@ -185,25 +239,22 @@ def _new_folder(parent, prefix):
     raise FileExistsError(errno.EEXIST, "no free name for a new folder", os.fspath(parent / prefix))
 
 
-def _fill(staging, groups, info):
+def _fill(staging, folders, info, count, what):
     # The marker comes first: a watcher (the daemon's) then knows the folders
     # that follow are a cluster tree, and a staging folder left by a crash is
     # recognisably ours.
     marker = {
         "written_by": "imagecluster",
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "clusters": len(groups),
+        what: count,
         **info,
     }
-    seen_sizes = {}
     try:
         (staging / TREE_MARKER).write_text(json.dumps(marker, indent=1, default=str) + "\n")
-        for group in groups:
-            k = seen_sizes.get(len(group), 0)
-            seen_sizes[len(group)] = k + 1
-            folder = staging / f"cluster_with_{len(group)}" / f"cluster_{k}"
+        for relative, group in folders:
+            folder = staging / relative
             folder.mkdir(parents=True)
-            used = set()
+            used: set[str] = set()
             for photo in group:
                 name = _unique_name(photo.name, used)
                 os.symlink(photo, folder / name)

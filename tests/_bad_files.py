@@ -12,7 +12,6 @@ Each maker writes one kind of file. The kinds fall in three groups:
 """
 
 import hashlib
-import importlib.util
 import io
 import os
 import random
@@ -20,22 +19,11 @@ import socket
 import stat
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-
-def _photo_fixtures():
-    # By path: several test folders have a conftest.py, so `import conftest` may find another one.
-    spec = importlib.util.spec_from_file_location("_imagecluster_photo_fixtures", Path(__file__).parent / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-camera_moved = _photo_fixtures().camera_moved
-DATA = Path(__file__).parent / "data"
+from _support.photos import DATA, camera_moved
 
 
 def jpeg_bytes(image, **options):
@@ -187,10 +175,13 @@ def make_corpus(lib):
 
 
 def disk_state(lib):
-    """Every entry below ``lib`` (but the store and the tree) by kind, mode and content; never opens a special file."""
+    """Every entry below ``lib`` (but the store, the tree and its gallery) by kind, mode and content.
+
+    Never opens a special file.
+    """
     found = {}
     for dirpath, dirnames, filenames in os.walk(lib):
-        dirnames[:] = [d for d in dirnames if d not in (".imagecluster", "clusters")]
+        dirnames[:] = [d for d in dirnames if d not in (".imagecluster", "clusters", "clusters-gallery")]
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)

@@ -49,7 +49,8 @@ def bayer_mosaic(rgb):
 
 
 def write_dng(
-    path, photo, *, preview=True, preview_size=None, preview_image=None, orientation=1, thumb_width=160, quality=90
+    path, photo, *, preview=True, preview_size=None, preview_image=None, orientation=1, thumb_width=160, quality=90,
+    exif=None, gps=None,
 ):
     """Write ``photo`` as an uncompressed 12-bit Bayer DNG.
 
@@ -72,6 +73,10 @@ def write_dng(
         Width of IFD0's small uncompressed RGB thumbnail.
     quality : int, default=90
         JPEG quality of the preview.
+    exif, gps : list of (tag, type, values), default=None
+        Entries of an Exif IFD and a GPS IFD that IFD0 points to (as
+        cameras store capture times and positions); ``values`` a list of
+        numbers (rationals as numerator, denominator, ...) or bytes.
     """
     photo = photo.convert("RGB")
     cfa = bayer_mosaic(np.asarray(photo))
@@ -147,17 +152,20 @@ def write_dng(
         (50778, _SHORT, [21]),  # CalibrationIlluminant1: D65
     ]
     with open(path, "wb") as f:
-        f.write(_tiff([(ifd0, thumb_bytes)], subifds))
+        named = [(name, entries) for name, entries in (("EXIF", exif), ("GPS", gps)) if entries]
+        ifd0 += [(34665 if name == "EXIF" else 34853, _LONG, name) for name, _ in named]
+        f.write(_tiff([(ifd0, thumb_bytes)], subifds, named))
 
 
-def _tiff(ifds, subifds):
+def _tiff(ifds, subifds, named=()):
     """A little-endian TIFF laid out as cameras do: header, IFDs, then the strips.
 
     With the directories first, a file cut short (a copy interrupted) keeps
     its structure and loses pixel data, the damage a reader must survive.
     """
-    tables = [entries for entries, _ in ifds + subifds]
-    sizes = [len(_ifd(entries, 0, 0, [0] * len(subifds))) for entries in tables]
+    tables = [entries for entries, _ in ifds + subifds] + [entries for _, entries in named]
+    zeros = {"SUBIFDS": [0] * len(subifds), **{name: [0] for name, _ in named}}
+    sizes = [len(_ifd(entries, 0, 0, zeros)) for entries in tables]
     starts, at = [], 8
     for size in sizes:
         starts.append(at)
@@ -166,11 +174,12 @@ def _tiff(ifds, subifds):
     for _, blob in ifds + subifds:
         data_at.append(at)
         at += len(blob) + len(blob) % 2
-    sub_offsets = starts[len(ifds):]
+    n_data = len(ifds) + len(subifds)
+    pointers = {"SUBIFDS": starts[len(ifds) : n_data]}
+    pointers.update((name, [starts[n_data + k]]) for k, (name, _) in enumerate(named))
     out = bytearray(b"II*\0" + struct.pack("<I", starts[0]))
     for k, entries in enumerate(tables):
-        subs = sub_offsets if k == 0 else []
-        out += _ifd(entries, starts[k], data_at[k], subs)
+        out += _ifd(entries, starts[k], data_at[k] if k < n_data else 0, pointers if k == 0 else {"SUBIFDS": []})
         _pad(out)
     for _, blob in ifds + subifds:
         out += blob
@@ -178,14 +187,17 @@ def _tiff(ifds, subifds):
     return bytes(out)
 
 
-def _ifd(entries, start, data_offset, sub_offsets):
-    """One IFD at file offset ``start``: the entry table, then the values that do not fit in 4 bytes."""
+def _ifd(entries, start, data_offset, pointers):
+    """One IFD at file offset ``start``: the entry table, then the values that do not fit in 4 bytes.
+
+    ``pointers`` maps a placeholder value (``"SUBIFDS"``, ``"EXIF"``, ``"GPS"``) to the offsets it stands for.
+    """
     resolved = []
     for tag, typ, values in sorted(entries, key=lambda e: e[0]):
         if values == "DATA":
             values = [data_offset]
-        elif values == "SUBIFDS":
-            values = sub_offsets
+        elif isinstance(values, str):
+            values = pointers[values]
         raw = values if isinstance(values, bytes) else struct.pack(f"<{len(values)}{_FORMATS[typ]}", *values)
         resolved.append((tag, typ, len(raw) // _SIZES[typ], raw))
     extra_at = start + 2 + 12 * len(resolved) + 4

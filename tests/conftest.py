@@ -1,29 +1,21 @@
 """Shared fixtures: real photos made from the two packaged test photos, and hygiene checks."""
 
-import random
-import threading
-from pathlib import Path
-
 import pytest
-from PIL import Image, ImageEnhance
 
-DATA = Path(__file__).parent / "data"
+# Autouse fixtures: no leaked threads or child processes.
+from _support.hygiene import no_leaked_processes, no_leaked_processes_at_all, no_leaked_threads, no_leaked_workers  # noqa: F401
+from _support.mockbus import mockbus_guard  # noqa: F401  (a fixture, autouse)
+from _support.photos import DATA, PHOTOS, camera_moved
 
 
-def camera_moved(source, seed, size=None):
-    """A 'camera moved' shot of a photo: overlapping crop, slight rotation, exposure, re-encoding."""
-    rng = random.Random(seed)
-    with Image.open(source) as im:
-        im = im.convert("RGB")
-    w, h = im.size
-    zoom = rng.uniform(0.8, 0.92)
-    cw, ch = int(w * zoom), int(h * zoom)
-    x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    shot = im.crop((x0, y0, x0 + cw, y0 + ch)).rotate(rng.uniform(-3, 3), resample=Image.BICUBIC)
-    shot = ImageEnhance.Brightness(shot).enhance(rng.uniform(0.85, 1.15))
-    if size:
-        shot = shot.resize(size, Image.LANCZOS)
-    return shot
+def pytest_collection_modifyitems(items):
+    """Run the ``mockbus`` layer first, in its own order.
+
+    Its tests must run in a process that has not imported TensorFlow (the
+    guard checks), and many later tests load the model in-process. First,
+    they also give the fastest answer when something basic broke.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("mockbus") is None)  # stable: order kept within each
 
 
 @pytest.fixture
@@ -44,25 +36,6 @@ def make_library(tmp_path):
 @pytest.fixture
 def burst_library(make_library):
     """Three shots of a dog and three of a cat, in nested year/month folders."""
-    return make_library(
-        {
-            "2023/05/dog_1.jpg": "dog.jpg",
-            "2023/05/dog_2.jpg": "dog.jpg",
-            "2023/06/dog_3.jpg": "dog.jpg",
-            "2024/01/cat_1.jpg": "cat.jpg",
-            "2024/01/cat_2.jpg": "cat.jpg",
-            "2024/cat_3.jpg": "cat.jpg",
-        }
-    )
+    return make_library({name: source for name, source in PHOTOS.items() if name != "2024/café_ß.jpg"})
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_threads():
-    """A test must not leave Python threads running (decoder pools, watchers, ...)."""
-    before = set(threading.enumerate())
-    yield
-    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    for thread in leaked:
-        thread.join(timeout=5)
-    still = [t.name for t in leaked if t.is_alive()]
-    assert not still, f"threads left running: {still}"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from imagecluster import InvalidParameter
 from imagecluster.cluster import cluster
 

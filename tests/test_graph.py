@@ -37,11 +37,17 @@ def edge_set(graph):
             for a, b, s in zip(graph.edges.i, graph.edges.j, graph.edges.sim)}
 
 
-def test_clusters_from_the_graph_equal_clustering_every_pair(tmp_path):
+def indexed(tmp_path, rng, n):
+    """A store of ``n`` photos and its graph, brought up to date (and saved)."""
     store = Store(tmp_path)
-    store.put("m", photos(np.random.default_rng(0), 400))
+    store.put("m", photos(rng, n))
     graph = LibraryGraph(store, "m")
     graph.update()
+    return store, graph
+
+
+def test_clusters_from_the_graph_equal_clustering_every_pair(tmp_path):
+    store, graph = indexed(tmp_path, np.random.default_rng(0), 400)
     for sim in (0.5, 0.6, 0.7, 0.8, 0.95):
         assert graph.clusters(sim) == expected(store, sim)
     assert graph.clusters(0.7, 1) == expected(store, 0.7, 1)
@@ -49,10 +55,7 @@ def test_clusters_from_the_graph_equal_clustering_every_pair(tmp_path):
 
 def test_incremental_graph_equals_a_fresh_one_after_adds_removes_moves_and_a_restart(tmp_path):
     rng = np.random.default_rng(1)
-    store = Store(tmp_path)
-    store.put("m", photos(rng, 300))
-    graph = LibraryGraph(store, "m")
-    graph.update()
+    store, graph = indexed(tmp_path, rng, 300)
     for step in range(6):
         paths = sorted(store.entries("m"))
         store.put("m", photos(rng, int(rng.integers(1, 30)), start=1000 + 100 * step))  # new photos
@@ -145,10 +148,7 @@ def test_a_damaged_or_tampered_graph_is_rebuilt(tmp_path, caplog, monkeypatch, d
 
 def test_similar_answers_from_edges_and_by_search(tmp_path):
     rng = np.random.default_rng(4)
-    store = Store(tmp_path)
-    store.put("m", photos(rng, 150))
-    graph = LibraryGraph(store, "m")
-    graph.update()
+    store, graph = indexed(tmp_path, rng, 150)
     paths, fps = store.fingerprints("m")
     unit = fps / np.linalg.norm(fps, axis=1, keepdims=True)
     me = 17
@@ -183,3 +183,43 @@ def test_a_first_build_reports_progress_in_photos(tmp_path):
     seen.clear()
     LibraryGraph(store, "m").update(progress=lambda done, total: seen.append((done, total)))
     assert seen == []  # loaded from its file: nothing to search, nothing to report
+
+
+def test_an_approximate_first_build_is_kept_as_such_and_never_holds_a_false_pair(tmp_path, caplog):
+    rng = np.random.default_rng(7)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 600))
+    graph = LibraryGraph(store, "m", approximate_above=100)  # 600 photos: searched approximately
+    graph.update()
+    assert graph.exact is False
+    exact = from_scratch(store)
+    assert set(edge_set(graph)) <= set(exact)
+    assert len(edge_set(graph)) >= 0.8 * len(exact)
+    # Photos added later are searched exactly: all their pairs are there.
+    store.put("m", photos(rng, 5, start=5000))
+    graph.update()
+    new = {pair for pair in from_scratch(store) if any("/p050" in path for path in pair)}
+    assert new and new <= set(edge_set(graph))
+    # Saved and loaded again as approximate, and the load's neighbour check accepts it.
+    with caplog.at_level(logging.WARNING, logger="imagecluster.graph"):
+        again = LibraryGraph(Store(tmp_path), "m", approximate_above=100)
+        assert again.update() is False
+    assert again.exact is False and edge_set(again) == edge_set(graph)
+    assert "rebuilding" not in caplog.text
+
+
+def test_a_copy_keeps_its_edges_while_the_original_follows_the_store_and_each_catches_up(tmp_path):
+    rng = np.random.default_rng(7)
+    store, graph = indexed(tmp_path, rng, 200)
+    frozen = graph.copy()
+    before, paths_before = edge_set(frozen), list(frozen.paths)
+
+    store.put("m", photos(rng, 20, start=5000))
+    store.remove(paths_before[:15])
+    graph.update()
+    assert frozen.paths == paths_before and edge_set(frozen) == before  # untouched by the original's catch-up
+    assert edge_set(graph) != before
+
+    frozen.update()  # and the copy catches up on its own, to the same graph
+    assert frozen.paths == graph.paths and edge_set(frozen) == edge_set(graph)
+    assert graph.clusters(0.7) == frozen.clusters(0.7) == expected(store, 0.7)

@@ -13,14 +13,7 @@ import pytest
 from PIL import Image
 
 from imagecluster._exceptions import InvalidParameter, ModelError
-from imagecluster.models import (
-    DEFAULT_MODEL,
-    MODEL_NAMES,
-    FingerprintModel,
-    Lite0Model,
-    default_cache_dir,
-    load_model,
-)
+from imagecluster.models import DEFAULT_MODEL, MODEL_NAMES, FingerprintModel, Lite0Model, default_cache_dir, load_model
 from imagecluster.models._common import l2_normalise
 from imagecluster.models._lite0 import _default_weights_path
 from imagecluster.models._torch_pickle import load_legacy_state_dict

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import pytest
-from _dng import write_dng
 from PIL import Image
 
 from imagecluster import InvalidParameter, cluster_folder
 from imagecluster._pairs import one_per_shot, similar_shots
 from imagecluster.daemon._config import Config, ConfigError
+
+from _dng import write_dng
 
 
 def P(*names):

@@ -7,9 +7,9 @@ plain lines with a clock the test moves.
 import io
 import os
 
-from _terminal import on_terminal
-
 from imagecluster._progress import ProgressBar, format_seconds
+
+from _terminal import on_terminal
 
 
 class Clock:

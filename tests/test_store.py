@@ -1,6 +1,7 @@
 """Tests for imagecluster.store: real files in tmp_path, no mocks."""
 
 import logging
+import math
 import os
 import pickle
 import pickletools
@@ -304,6 +305,25 @@ def test_compact_empties_journal_and_keeps_state(tmp_path):
     store.put("m", items(1, start=10))  # appends after compaction work
     assert "a/0010.jpg" in Store(tmp_path).entries("m")
     assert not list((tmp_path / ".imagecluster").glob("*.tmp"))
+
+
+def test_compact_with_a_min_journal_share_waits_until_the_journal_has_grown(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", items(64))
+    store.compact()
+    snapshot = (tmp_path / ".imagecluster" / "fingerprints.pk").stat()
+    store.put("m", items(1, start=100))
+    store.compact(min_journal_share=0.25)  # one photo in the journal against 64 in the snapshot: left to replay
+    assert (tmp_path / ".imagecluster" / "fingerprints.pk").stat().st_ino == snapshot.st_ino
+    assert journal(tmp_path).stat().st_size > 0
+    assert "a/0100.jpg" in Store(tmp_path).entries("m")  # replayed from the journal
+    store.put("m", items(20, start=200))
+    store.compact(min_journal_share=0.25)  # 21 against 64: now rewritten
+    assert journal(tmp_path).stat().st_size == 0
+    assert len(Store(tmp_path).entries("m")) == 85
+    for bad in (-0.1, math.nan, math.inf, "0.5", True):
+        with pytest.raises(InvalidParameter, match="min_journal_share"):
+            store.compact(min_journal_share=bad)
 
 
 def test_torn_last_record_is_skipped_and_cut_on_next_write(tmp_path, caplog):

@@ -31,7 +31,8 @@ def links(tree):
 
 def test_layout_and_absolute_targets(photos, tmp_path):
     out = tmp_path / "out"
-    clusters = [[photos / "a/IMG_1.jpg", photos / "b/IMG_1.jpg", photos / "a/x.png"], [photos / "y.jpg", photos / "z.jpg"]]
+    clusters = [[photos / "a/IMG_1.jpg", photos / "b/IMG_1.jpg", photos / "a/x.png"],
+                [photos / "y.jpg", photos / "z.jpg"]]
     assert write_tree(clusters, out, info={"sim": 0.7}) == out
     assert links(out) == {
         "cluster_with_3/cluster_0/IMG_1.jpg": str(photos / "a/IMG_1.jpg"),
@@ -131,6 +132,7 @@ def test_the_same_clusters_again_rewrite_nothing(tmp_path):
     write_tree([photos[:2], photos[2:]], out, info={"sim": 0.7})  # a repeated Cluster call
     assert (out.stat().st_ino, (out / ".imagecluster-tree").read_text()) == first
     write_tree([photos[:3]], out, info={"sim": 0.7})  # other clusters: a new tree
-    assert out.stat().st_ino != first[0] and sorted(p.name for p in out.rglob("*.jpg")) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    assert out.stat().st_ino != first[0]
+    assert sorted(p.name for p in out.rglob("*.jpg")) == ["p0.jpg", "p1.jpg", "p2.jpg"]
     write_tree([photos[:3]], out, info={"sim": 0.6})  # the same clusters made otherwise: the marker says so
     assert '"sim": 0.6' in (out / ".imagecluster-tree").read_text()

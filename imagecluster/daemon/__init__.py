@@ -11,13 +11,13 @@ Nothing in the core imports this package. Its parts::
     install_service the systemd user unit and the D-Bus activation file
 """
 
-from ._indexer import Indexer
-from ._watch import LibraryWatcher, PathChange
-from ._worker import InferenceWorker, WorkerError
 from ._config import Config, ConfigError, default_config_path, load_config
 from ._daemon import EXIT_FAILED, EXIT_NAME_TAKEN, EXIT_OK, BusNameTaken, Daemon, DaemonError, configure_logging
+from ._indexer import Indexer
 from ._install import InstalledFile, InstallError, install_service, service_dirs
 from ._service import BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH, ImageClusterInterface
+from ._watch import LibraryWatcher, PathChange
+from ._worker import InferenceWorker, WorkerError
 
 __all__ = [
     "Indexer",

@@ -6,12 +6,16 @@ The config file is TOML, ``$XDG_CONFIG_HOME/imagecluster/config.toml``
     libraries = ["~/Pictures", { path = "/mnt/photos", out = "/mnt/photos/groups" }]
     sim = 0.7
     model = "lite0"
+    scheduler = "tcp://nas:8786"                    # optional: a big library's first indexing on Dask
+    path_map = ["/mnt/photos=/srv/photos"]          # optional: where the Dask workers mount it
+    gallery = false                                 # optional: no thumbnails, no gallery beside each tree
 
 Every key is optional; command-line flags win over the file, and
 ``--library`` replaces the file's ``libraries``. Unknown keys and bad values
 stop the daemon with a message naming them.
 """
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -23,8 +27,10 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from .._api import default_tree_folder
+from .._distributed import INSTALL_HINT, check_path_map, check_scheduler
 from .._exceptions import InvalidParameter, NotOurTree
 from .._pairs import PAIR_LINKS
+from .._validation import DEFAULT_BATCH_SIZE
 from .._xdg import xdg_config_home
 from ..cluster import CUTS, DEFAULT_SIM, check_sim
 from ..models import DEFAULT_MODEL, MODEL_NAMES
@@ -66,6 +72,18 @@ class Config:
         Photos per inference call.
     rescan_seconds : float, default=30.0
         How often missing libraries (unmounted disks) are looked for again (> 0).
+    scheduler : str or None, default=None
+        A Dask scheduler (``tcp://host:8786``, or ``local:N`` for N worker
+        processes here): a library that needs at least 1,000 photos
+        fingerprinted at start-up is done there, in the background
+        (needs ``pip install 'imagecluster[dask]'``).
+    path_map : tuple of (str, str), default=()
+        With ``scheduler``: ``"OLD=NEW"`` folders the workers mount elsewhere.
+    gallery : bool, default=True
+        Keep a gallery thumbnail of each photo as it is fingerprinted (from the
+        same decode; ~10 KB each in the store folder), and write an HTML
+        gallery beside each tree the daemon writes (in the background, after
+        the answer). False: neither (``Gallery`` then answers NotFound).
     out : tuple of pathlib.Path, default=()
         The cluster tree of each library, in the order of ``libraries``;
         empty means ``<library>/clusters`` for each. The indexer never
@@ -81,8 +99,11 @@ class Config:
     pair_link: str = "jpeg"
     settle_seconds: float = 1.0
     worker_idle_seconds: float = 60.0
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     rescan_seconds: float = 30.0
+    scheduler: str | None = None
+    path_map: tuple = ()
+    gallery: bool = True
     out: tuple = field(default=())
 
     def __post_init__(self):
@@ -244,6 +265,12 @@ def _check_choice(choices):
     return check
 
 
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def _check_sim(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
@@ -278,6 +305,27 @@ def _number(value, name, *, integer=False, minimum):
     return value if integer else float(value)
 
 
+def _check_scheduler(value, name):
+    if value is None:
+        return None
+    try:
+        value = check_scheduler(value)
+    except InvalidParameter as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if importlib.util.find_spec("distributed") is None:
+        raise ConfigError(f"{name} needs the 'distributed' package: {INSTALL_HINT}")
+    return value
+
+
+def _check_path_map(value, name):
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f'{name} must be a list of "OLD=NEW" folders, got {value!r}')
+    try:
+        return check_path_map(value)
+    except InvalidParameter as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 # How each scalar field is checked and normalised (a file's value is checked
 # alone first, so the message can name the file).
 _CHECKS = {
@@ -290,4 +338,7 @@ _CHECKS = {
     "settle_seconds": _check_seconds,
     "worker_idle_seconds": _check_interval,
     "rescan_seconds": _check_interval,
+    "scheduler": _check_scheduler,
+    "path_map": _check_path_map,
+    "gallery": _check_bool,
 }

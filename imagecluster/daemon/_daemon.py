@@ -79,11 +79,6 @@ class Daemon:
     shutdown_timeout : float, default=5.0
         Seconds shutdown waits for calls in progress, and for the indexer's
         batch in hand.
-    cluster_hook : callable, default=None
-        Passed to :class:`ImageClusterInterface` (tests hold a clustering open).
-    indexer_factory : callable, default=None
-        Builds the indexer as :class:`~imagecluster.daemon.Indexer` does
-        (the default); tests may pass a stand-in.
 
     Attributes
     ----------
@@ -93,12 +88,10 @@ class Daemon:
         Set by a second signal; shutdown stops waiting.
     """
 
-    def __init__(self, config, *, bus_address=None, shutdown_timeout=5.0, cluster_hook=None, indexer_factory=None):
+    def __init__(self, config, *, bus_address=None, shutdown_timeout=5.0):
         self.config = config
         self.bus_address = bus_address
         self.shutdown_timeout = shutdown_timeout
-        self.cluster_hook = cluster_hook
-        self.indexer_factory = indexer_factory
         self.should_exit = False
         self.force_exit = False
         self.bus = None
@@ -168,7 +161,7 @@ class Daemon:
             raise DaemonError(f"cannot connect to the session bus at {address}: {exc}") from exc
         tolerate_full_socket(self.bus)
         self.indexer = self._make_indexer()
-        self.service = ImageClusterInterface(self.indexer, config, cluster_hook=self.cluster_hook)
+        self.service = ImageClusterInterface(self.indexer, config)
         preload = getattr(self.indexer, "preload", None)
         if preload is not None:  # the first property read after D-Bus activation must already be right
             await asyncio.to_thread(preload)
@@ -194,14 +187,16 @@ class Daemon:
         self._served = True
 
     def _make_indexer(self):
-        factory = self.indexer_factory
-        if factory is None:
-            from ._indexer import Indexer as factory
+        from ._indexer import Indexer
+
         config = self.config
-        return factory(
+        return Indexer(
             config.libraries, model=config.model, exclude=config.out,
             settle_seconds=config.settle_seconds, worker_idle_seconds=config.worker_idle_seconds,
             batch_size=config.batch_size, rescan_seconds=config.rescan_seconds, on_change=self._changed,
+            thumbnails=config.gallery,  # the galleries then find each photo's thumbnail made
+            # Only when set: a daemon without a scheduler passes no Dask options at all.
+            **({"scheduler": config.scheduler, "path_map": config.path_map} if config.scheduler else {}),
         )
 
     def _changed(self):

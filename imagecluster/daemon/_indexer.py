@@ -25,14 +25,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotAnImage, NotInLibrary, PhotoNotFound
-from .._pipeline import check_batch_size
-from ..models import MODEL_NAMES
+from .._validation import check_batch_size, check_model_name, check_seconds
 from ._folder import file_sig, folder_identity, normalised
 from ._libraries import Libraries, check_libraries
 from ._pending import PendingPhotos
+from ._scheduler import MIN_PHOTOS, SchedulerIndexing
 from ._watch import LibraryWatcher
 from ._worker import InferenceWorker, WorkerError
 
@@ -42,13 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: Photos stored since the last compaction after which an idle indexer compacts the stores.
 COMPACT_AFTER = 1000
-
-
-def _check_seconds(value, name, *, zero_ok=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero_ok):
-        raise InvalidParameter(f"{name} must be a number {'>=' if zero_ok else '>'} 0, got {value!r}")
-    return float(value)
 
 
 class Indexer:
@@ -75,6 +66,17 @@ class Indexer:
         ``pending`` or ``state`` changed.
     worker : InferenceWorker or None, default=None
         A worker to share (then :meth:`stop` does not close it); None makes one.
+    scheduler : str or None, default=None
+        A Dask scheduler (``tcp://host:8786`` or ``local:N``) for the start-up
+        indexing of a library with many photos to do (:mod:`._scheduler`).
+    path_map : tuple of (str, str), default=()
+        With ``scheduler``: folders the Dask workers mount elsewhere.
+    scheduler_min_photos : int, default=MIN_PHOTOS
+        With ``scheduler``: fewer photos to do at start-up stay with ``worker``.
+    thumbnails : bool, default=False
+        The worker also keeps each photo's gallery thumbnail (in the store
+        folder's cache) from the decode that fingerprints it, so the daemon's
+        galleries need no second decode.
 
     Attributes
     ----------
@@ -84,12 +86,11 @@ class Indexer:
     """
 
     def __init__(self, libraries, *, model="lite0", exclude=(), settle_seconds=1.0, worker_idle_seconds=60.0,
-                 batch_size=32, rescan_seconds=30.0, on_change=None, worker=None):
+                 batch_size=32, rescan_seconds=30.0, on_change=None, worker=None, scheduler=None, path_map=(),
+                 scheduler_min_photos=MIN_PHOTOS, thumbnails=False):
         self.libraries = check_libraries(libraries)
-        if model not in MODEL_NAMES:
-            raise InvalidParameter(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
-        self.model_name = model
-        self._rescan = _check_seconds(rescan_seconds, "rescan_seconds")
+        self.model_name = check_model_name(model)
+        self._rescan = check_seconds(rescan_seconds, "rescan_seconds")
         self._batch_size = check_batch_size(batch_size)
         if on_change is not None and not callable(on_change):
             raise InvalidParameter("on_change must be callable or None")
@@ -97,12 +98,13 @@ class Indexer:
         self._exclude = tuple(os.path.realpath(os.path.expanduser(os.fspath(e))) for e in exclude)
         self._owns_worker = worker is None
         if worker is None:
-            idle = _check_seconds(worker_idle_seconds, "worker_idle_seconds")
+            idle = check_seconds(worker_idle_seconds, "worker_idle_seconds")
             worker = InferenceWorker(model, idle_timeout=idle, batch_size=self._batch_size)
         elif worker.model_name != model:
             raise InvalidParameter(f"the worker runs {worker.model_name!r}, not {model!r}")
         self._worker = worker
-        settle = _check_seconds(settle_seconds, "settle_seconds", zero_ok=True)
+        self._thumbnails = bool(thumbnails)
+        settle = check_seconds(settle_seconds, "settle_seconds", zero_ok=True)
         self._pending = PendingPhotos(settle)
         self._libs = Libraries(self.libraries, model, self._exclude, grace=settle + 1.0)
         self._phase = "new"
@@ -120,13 +122,20 @@ class Indexer:
         self._stored_since_compact = 0
         self._store_lock = asyncio.Lock()
         self._notified = None
+        self._dask = None if scheduler is None else SchedulerIndexing(
+            scheduler, model=model, batch_size=self._batch_size, exclude=self._exclude, path_map=path_map,
+            min_photos=scheduler_min_photos,
+        )
 
     def __repr__(self):
         return f"Indexer({[str(r) for r in self.libraries]}, model={self.model_name!r}, state={self.state!r})"
 
     @property
     def indexed(self):
-        """Fingerprints stored for this model, in all available libraries (before :meth:`start`: as :meth:`preload` read)."""
+        """Fingerprints stored for this model, in all available libraries.
+
+        Before :meth:`start`: as :meth:`preload` read them.
+        """
         if self._starting:
             return self._preloaded
         return sum(len(lib.known) for lib in self._libs if lib.available)
@@ -138,8 +147,12 @@ class Indexer:
 
     @property
     def state(self):
-        """``"indexing"`` while photos are pending or the libraries are being compared with their stores, else ``"idle"``."""
-        return "indexing" if len(self._pending) or self._starting else "idle"
+        """``"indexing"`` while photos are pending or libraries are compared with their stores, else ``"idle"``.
+
+        A library being fingerprinted on the Dask scheduler counts as pending work.
+        """
+        dask = self._dask is not None and self._dask.running
+        return "indexing" if len(self._pending) or self._starting or dask else "idle"
 
     def preload(self):
         """Count what the stores hold, so ``indexed`` is right before :meth:`start` (blocking: run it in a thread).
@@ -249,7 +262,13 @@ class Indexer:
         self._update()
 
     async def stop(self, timeout=5.0):
-        """Stop watching, finish the batch in hand (dropped after ``timeout`` s), compact the stores, close the worker."""
+        """Stop watching, finish the batch in hand (dropped after ``timeout``), compact the stores, close the worker.
+
+        Parameters
+        ----------
+        timeout : float, default=5.0
+            Seconds the batch in hand may take to finish.
+        """
         if self._phase == "stopped":
             return
         self._phase = "stopped"
@@ -270,9 +289,12 @@ class Indexer:
             try:
                 await asyncio.wait_for(asyncio.shield(processor), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                logger.warning("dropping the batch in hand (%d photos) after %g s", len(self._pending.in_flight), timeout)
+                logger.warning("dropping the batch in hand (%d photos) after %g s",
+                               len(self._pending.in_flight), timeout)
                 processor.cancel()
             await asyncio.gather(processor, return_exceptions=True)
+        if self._dask is not None:
+            await self._dask.stop(max(0.1, deadline - loop.time()))
         for lib in self._libs:  # photos deleted within the grace time stay: the next start reconciles them
             if lib.available:
                 await self._store_call(lib, lib.compact_sync)
@@ -362,7 +384,10 @@ class Indexer:
     async def _run_batch(self, batch):
         sent = {os.fspath(root / rel): ((root, rel), sig) for (root, rel), sig in batch}
         try:
-            result = await self._worker.fingerprint(list(sent))
+            if self._thumbnails:
+                result = await self._worker.fingerprint(list(sent), thumbnails=self._thumbnail_files(sent))
+            else:
+                result = await self._worker.fingerprint(list(sent))
         except WorkerError as exc:
             again, given_up = self._pending.requeue_failed()
             logger.error("%s; %d photo(s) will be tried once more", exc, len(again))
@@ -397,6 +422,17 @@ class Indexer:
                 if lib.available:
                     await self._store_call(lib, lib.compact_sync)
 
+    def _thumbnail_files(self, sent):
+        """``(side, {photo path: thumbnail file})`` in each library's thumbnail cache, for the worker."""
+        from ..gallery import DEFAULT_SIDE, library_thumbnails
+
+        caches, targets = {}, {}
+        for path, ((root, rel), sig) in sent.items():
+            if root not in caches:
+                caches[root] = library_thumbnails(self._libs[root].store, DEFAULT_SIDE)
+            targets[path] = os.fspath(caches[root].file(rel, *sig))
+        return DEFAULT_SIDE, targets
+
     # ------------------------------------------------------------- libraries
 
     async def _rescan_loop(self):
@@ -409,8 +445,8 @@ class Indexer:
                 if identity is not None and not (lib.available and lib.watched):
                     await self._bring_up(lib)  # back, or not watchable: reconciled at every rescan
 
-    async def _bring_up(self, lib):
-        """Watch a library that is present and reconcile it with its store."""
+    async def _bring_up(self, lib, *, watch=True):
+        """Watch a library that is present (unless ``watch`` is False) and reconcile it with its store."""
         identity = folder_identity(lib.root)
         if identity is None:
             if not lib.warned:
@@ -420,8 +456,9 @@ class Indexer:
         lib.reconciling = True
         try:
             try:
-                await asyncio.to_thread(self._watcher.watch, lib.root)
-                lib.watched = True
+                if watch:
+                    await asyncio.to_thread(self._watcher.watch, lib.root)
+                    lib.watched = True
             except LibraryNotFound:
                 raise
             except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
@@ -448,6 +485,8 @@ class Indexer:
             lib.warned = False
         lib.seen = True
         lib.available, lib.identity, lib.known = True, identity, known
+        if todo and self._dask is not None and self._dask.take(lib.root, len(todo), self._after_dask):
+            todo = []  # on the Dask scheduler; reconciled again when that run ends
         old = time.time_ns() - int(self._pending.settle * 1e9)
         now = time.monotonic()
         for rel, size, mtime in todo:  # a photo untouched for settle_seconds need not wait again
@@ -455,6 +494,13 @@ class Indexer:
             self._pending.consider((lib.root, rel), (size, mtime), known.get(rel), since=since)
         await self._settle_due()
         self._wakeup.set()  # the events task recomputes when the next photo settles
+
+    async def _after_dask(self, root):
+        """A library's run on the Dask scheduler ended: what it left undone is fingerprinted here."""
+        lib = self._libs[root]
+        if lib.available and self._phase == "running":
+            await self._bring_up(lib, watch=False)
+            self._update()
 
     async def _lose(self, lib, reason):
         if not lib.available:
@@ -485,7 +531,8 @@ class Indexer:
 
     def _update(self):
         """Recompute idleness, and call ``on_change`` when indexed, pending or state changed."""
-        if self._inbox or self._busy or len(self._pending) or any(lib.gone for lib in self._libs):
+        if self._inbox or self._busy or len(self._pending) or any(lib.gone for lib in self._libs) \
+                or (self._dask is not None and self._dask.running):
             self._idle.clear()
         else:
             self._idle.set()

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -37,12 +38,16 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from .. import __version__
 from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
-from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary
+from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary, PhotoNotFound
 from .._library import library_clusters
 from .._pairs import similar_shots
+from .._validation import check_sim, check_wait
+from ..events import check_hours, check_km
 from ..graph import LibraryGraph
-from ..cluster import check_sim
 from ..tree import check_tree_folder, write_tree
+from ._answers import count_clusters, fit_on_the_bus, read_the_trees
+from ._service_events import events_answer, events_sync
+from ._service_gallery import Galleries, gallery_sync
 
 __all__ = ["BUS_NAME", "ERROR_PREFIX", "INTERFACE", "OBJECT_PATH", "ImageClusterInterface"]
 
@@ -51,15 +56,14 @@ logger = logging.getLogger(__name__)
 # PropertiesChanged and Progress are sent at most this often (seconds apart).
 MIN_SIGNAL_INTERVAL = 0.25
 
-# WaitIdle waits at most this long (a D-Bus caller's own timeout is usually 25 s).
-MAX_WAIT_SECONDS = 3600.0
-
 _Clusters = Annotated[list, DBusSignature("aas")]
 _Fingerprint = Annotated[list, DBusSignature("ad")]
 _Matches = Annotated[list, DBusSignature("a(sd)")]
 _Paths = Annotated[list, DBusSignature("as")]
 _TreeWritten = Annotated[list, DBusSignature("su")]
 _Counts = Annotated[list, DBusSignature("uu")]
+_Events = Annotated[list, DBusSignature("a(sssddasaas)")]
+_Work = Annotated[list, DBusSignature("ssuu")]
 
 
 def dbus_error(exc):
@@ -70,10 +74,8 @@ def dbus_error(exc):
     return DBusError(ERROR_PREFIX + "Failed", f"internal error ({type(exc).__name__}); see the daemon's log")
 
 
-def _check_sim(sim):
-    if isinstance(sim, float) and math.isnan(sim):
-        raise InvalidParameter("sim must be between 0 and 1, got NaN")
-    return check_sim(sim)
+# A D-Bus double follows the one sim rule (NaN refused there too).
+_check_sim = check_sim
 
 
 def _check_absolute(path, what="path"):
@@ -117,12 +119,15 @@ class _Graphs:
         self._graphs = {}
         self._guard = threading.Lock()
 
-    def refresh(self):
-        """Bring every available library's graph up to date, unsaved (blocking; run it in a thread)."""
+    def refresh(self, progress_for=None):
+        """Bring every available library's graph up to date, unsaved (blocking; run it in a thread).
+
+        ``progress_for(library)`` gives the ``progress(done, total)`` callback of a library's search.
+        """
         for library in self._indexer.available_libraries:
             try:
                 with self.of(library) as graph:
-                    graph.update(save=False)
+                    graph.update(save=False, progress=None if progress_for is None else progress_for(library))
             except Exception:  # a store that cannot be read now is reported by the indexer
                 logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
 
@@ -163,18 +168,14 @@ class ImageClusterInterface(ServiceInterface):
         Owns the libraries, their stores and the background fingerprinting.
     config : Config
         Tree folders, ``cut`` and ``min_size``.
-    cluster_hook : callable, default=None
-        ``cluster_hook(library)`` is called in the worker thread before a
-        library is clustered (tests use it to hold a clustering open).
     min_interval : float, default=MIN_SIGNAL_INTERVAL
         Seconds between two PropertiesChanged/Progress emissions.
     """
 
-    def __init__(self, indexer, config, *, cluster_hook=None, min_interval=MIN_SIGNAL_INTERVAL):
+    def __init__(self, indexer, config, *, min_interval=MIN_SIGNAL_INTERVAL):
         super().__init__(INTERFACE)
         self._indexer = indexer
         self._config = config
-        self._cluster_hook = cluster_hook
         self._min_interval = min_interval
         self._ready = asyncio.Event()
         self._cluster_lock = asyncio.Lock()
@@ -190,6 +191,7 @@ class ImageClusterInterface(ServiceInterface):
         self._graphs = _Graphs(indexer)
         self._graphs_stale = None
         self._graph_task = None
+        self._galleries = Galleries(self._gallery_sync)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -213,6 +215,7 @@ class ImageClusterInterface(ServiceInterface):
             await asyncio.wait_for(self._no_calls.wait(), timeout)
         except asyncio.TimeoutError:
             logger.warning("%s call(s) still running at shutdown; their callers get no answer", self._calls)
+        await self._galleries.close(timeout)
         if self._graph_task is not None:
             self._graph_task.cancel()
             await asyncio.gather(self._graph_task, return_exceptions=True)
@@ -223,7 +226,7 @@ class ImageClusterInterface(ServiceInterface):
         while True:
             await self._graphs_stale.wait()
             self._graphs_stale.clear()
-            await asyncio.to_thread(self._graphs.refresh)
+            await asyncio.to_thread(self._graphs.refresh, self._work_progress)
 
     async def _started(self):
         """Wait until the indexer runs (calls can arrive while the daemon starts)."""
@@ -261,12 +264,13 @@ class ImageClusterInterface(ServiceInterface):
         with self._answering():
             sim = _check_sim(sim)
             await self._started()
-            clusters = []
+            clusters, trees = [], []
             for library in self._indexer.available_libraries:
-                groups, _ = await self._cluster(library, sim, self._config.tree_folder(library))
+                groups, tree = await self._cluster(library, sim, self._config.tree_folder(library))
                 clusters.extend(groups)
+                trees.append(os.fspath(tree))
             clusters.sort(key=lambda group: (-len(group), group[0]))
-            return clusters
+            return fit_on_the_bus(clusters, count_clusters(clusters), read_the_trees(trees))
 
     @dbus_method()
     async def ClusterLibrary(self, library: DBusStr, sim: DBusDouble) -> _Clusters:
@@ -275,8 +279,8 @@ class ImageClusterInterface(ServiceInterface):
             sim = _check_sim(sim)
             await self._started()
             root = await self._library(library)
-            groups, _ = await self._cluster(root, sim, self._config.tree_folder(root))
-            return groups
+            groups, tree = await self._cluster(root, sim, self._config.tree_folder(root))
+            return fit_on_the_bus(groups, count_clusters(groups), read_the_trees([os.fspath(tree)]))
 
     @dbus_method()
     async def WriteTree(self, library: DBusStr, sim: DBusDouble, out: DBusStr) -> _TreeWritten:
@@ -290,6 +294,33 @@ class ImageClusterInterface(ServiceInterface):
             out = await asyncio.to_thread(check_tree_folder, out, libraries=self._indexer.libraries)
             groups, tree = await self._cluster(root, sim, out)
             return [os.fspath(tree), len(groups)]
+
+    @dbus_method()
+    async def ClusterEvents(self, sim: DBusDouble, hours: DBusDouble, km: DBusDouble) -> _Events:
+        """Each library's photos grouped by when and where they were taken, content clusters inside each event.
+
+        Writes each library's events tree (``<tree folder>-events``); answers
+        ``(name, date, place, start, end, photos, clusters)`` per event, in time order.
+        """
+        with self._answering():
+            sim, hours, km = _check_sim(sim), check_hours(hours), check_km(km)
+            await self._started()
+            answer, trees = [], []
+            for library in self._indexer.available_libraries:
+                self._clustering += 1
+                self.notify()
+                try:
+                    async with self._cluster_lock:
+                        events, tree = await asyncio.to_thread(
+                            events_sync, self._indexer, self._config, library, sim, hours, km)
+                finally:
+                    self._clustering -= 1
+                    self.notify()
+                self.ClustersWritten(os.fspath(tree), len(events))
+                answer.extend(events_answer(events))
+                trees.append(os.fspath(tree))
+            answer.sort(key=lambda event: (event[3], event[0]))
+            return fit_on_the_bus(answer, f"{len(answer):,} events", read_the_trees(trees))
 
     @dbus_method()
     async def Fingerprint(self, path: DBusStr) -> _Fingerprint:
@@ -311,14 +342,14 @@ class ImageClusterInterface(ServiceInterface):
             root, rel = await asyncio.to_thread(self._indexer.resolve, path)
             own = os.fspath(Path(root) / rel)
             matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim, own)
-            return [[p, s] for p, s in matches if _utf8(p)]
+            answer = [[p, s] for p, s in matches if _utf8(p)]
+            return fit_on_the_bus(answer, f"{len(answer):,} photos at least {sim} similar", "ask with a higher sim")
 
     @dbus_method()
     async def WaitIdle(self, timeout: DBusDouble) -> DBusBool:
         """Wait until nothing is pending, at most ``timeout`` seconds; whether it is."""
         with self._answering():
-            if math.isnan(timeout) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
-                raise InvalidParameter(f"timeout must be between 0 and {MAX_WAIT_SECONDS:g} seconds, got {timeout}")
+            timeout = check_wait(timeout)  # at most MAX_WAIT_SECONDS (a D-Bus caller's own timeout is usually 25 s)
             await self._started()
             waiter = asyncio.ensure_future(self._indexer.wait_idle())
             try:
@@ -329,6 +360,16 @@ class ImageClusterInterface(ServiceInterface):
             return waiter.done() and not waiter.cancelled() and waiter.exception() is None
 
     # ---------------------------------------------------------- properties
+
+    @dbus_method()
+    async def Gallery(self, library: DBusStr) -> DBusStr:
+        """The gallery (index.html) beside the library's newest tree; waits while it is being written."""
+        with self._answering():
+            await self._started()
+            library = await self._library(library)
+            if not self._config.gallery:
+                raise PhotoNotFound(f"no gallery of {library}: galleries are off (gallery = false in the config)")
+            return await self._galleries.index(library)
 
     @dbus_property(access=PropertyAccess.READ)
     def Libraries(self) -> _Paths:
@@ -377,6 +418,11 @@ class ImageClusterInterface(ServiceInterface):
         """A cluster tree was written: its folder and how many clusters it holds."""
         return [tree, clusters]
 
+    @dbus_signal()
+    def Working(self, library, task, done, total) -> _Work:
+        """Long work on a library progressed (``task`` "pairs": the similar-pair search, in photos)."""
+        return [library, task, done, total]
+
     # ------------------------------------------------------------ progress
 
     def notify(self):
@@ -424,6 +470,24 @@ class ImageClusterInterface(ServiceInterface):
     def _progress(self):
         return {"Indexed": self.Indexed, "Pending": self.Pending, "State": self.State}
 
+    def _work_progress(self, library, task="pairs"):
+        """A ``progress(done, total)`` callback, for a worker thread, that sends Working signals.
+
+        At most one per ``min_interval`` seconds, and always the last one
+        (``done == total``), so a client can show a bar and know it ended.
+        """
+        loop, last = self._loop, [-math.inf]
+
+        def report(done, total):
+            now = time.monotonic()
+            if (done < total and now - last[0] < self._min_interval) or loop is None or self._closing:
+                return
+            last[0] = now
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.Working, os.fspath(library), task, int(done), int(total))
+
+        return report
+
     # ------------------------------------------------------------- helpers
 
     async def _library(self, library):
@@ -447,6 +511,8 @@ class ImageClusterInterface(ServiceInterface):
             self._clustering -= 1
             self.notify()
         self.ClustersWritten(os.fspath(tree), len(groups))
+        if self._config.gallery:
+            self._galleries.start(library, sim, tree)  # after the answer, in a thread
         named = [[os.fspath(p) for p in group] for group in groups]
         answer = [[p for p in group if _utf8(p)] for group in named]
         if sum(map(len, answer)) != sum(map(len, named)):
@@ -454,20 +520,36 @@ class ImageClusterInterface(ServiceInterface):
                            "UTF-8); the tree %s holds them", library, tree)
         return [group for group in answer if group], tree
 
+    def _before_clustering(self, library):
+        """Called in the worker thread before ``library`` is clustered; nothing here.
+
+        A test seam, not a parameter: tests replace it on an instance (or a
+        subclass) to hold a clustering open.
+        """
+
     def _cluster_sync(self, library, sim, out):
-        if self._cluster_hook is not None:
-            self._cluster_hook(library)
+        self._before_clustering(library)
         config, model = self._config, self._indexer.model_name
         with self._graphs.of(library) as graph:
             groups = library_clusters(library, self._indexer.store(library), model, sim=sim,
                                       min_size=config.min_size, cut=config.cut, graph=graph,
-                                      pair_link=config.pair_link)
+                                      pair_link=config.pair_link, progress=self._work_progress(library))
         groups = _on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}
         tree = write_tree(groups, out, info=info)
         logger.info("%s: %s clusters at sim %s written to %s", library, len(groups), sim, tree)
         return groups, tree
+
+    def _gallery_sync(self, library, sim, tree, progress=None):
+        with self._graphs.of(library) as graph:
+            graph.update(save=False)
+            # Its own copy: the thumbnails of a large library take minutes, and
+            # Cluster and Similar must not wait for the graph meanwhile.
+            graph = graph.copy()
+        return gallery_sync(library, sim, tree, graph=graph, store=self._indexer.store(library),
+                            model=self._indexer.model_name, min_size=self._config.min_size,
+                            pair_link=self._config.pair_link, progress=progress)
 
     def _similar(self, vector, sim, own):
         """(absolute path, similarity) of stored photos with cosine similarity >= sim, best first."""

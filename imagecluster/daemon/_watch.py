@@ -20,11 +20,23 @@ warns about it, which kills the reader thread where warnings are errors).
 Folders of a cluster tree (below a :data:`~imagecluster.images.TREE_MARKER`)
 get no watch at all: a tree of 3,000 clusters would take 3,000 of the user's
 inotify watches at every Cluster call.
-Elsewhere (or if watchdog's internals differ) the stock observer is used.
+
+The repair subclasses watchdog's private ``InotifyWatchGroup`` and copies
+``InotifyEmitter.on_thread_start``. It is the kind of stale-watch KeyError of
+https://github.com/gorakhargosh/watchdog/issues/600 (fixed there for a
+deleted folder, not for ``RENAME_EXCHANGE``; see also
+https://github.com/gorakhargosh/watchdog/issues/117). :func:`patch_problem`
+checks the shape of everything the repair relies on (signatures, the
+watch group's fields, what ``on_thread_start`` assigns), not only names;
+elsewhere, or when watchdog's internals differ, the stock observer is used
+and :class:`LibraryWatcher` logs a warning once at start.
 """
 
+import dataclasses
+import inspect
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,7 +116,53 @@ def is_ignored_name(name, *, is_directory=False):
     return name.lower().endswith(PARTIAL_SUFFIXES) or not is_image_name(name)
 
 
-if InotifyWatchGroup is not None and hasattr(InotifyWatchGroup, "_remove_watch_internally"):
+def _parameters(function):
+    return list(inspect.signature(function).parameters)
+
+
+def patch_problem():
+    """Why the inotify repair cannot apply to the installed watchdog, or None when it does.
+
+    Returns
+    -------
+    str or None
+        What differs from the private API the repair was written for
+        (watchdog 7.1), e.g. a changed signature.
+    """
+    if InotifyWatchGroup is None:
+        return "watchdog's inotify observer is not available here (not Linux)"
+    expected = [
+        (InotifyWatchGroup, "__init__",
+         ["self", "_inotify_fd", "path", "event_mask", "is_recursive", "follow_symlink"]),
+        (InotifyWatchGroup, "_add_callback", ["self", "path"]),
+        (InotifyWatchGroup, "_remove_watch_internally", ["self", "wd"]),
+        (InotifyEmitter, "on_thread_start", ["self"]),
+        (InotifyEmitter, "get_event_mask_from_filter", ["self"]),
+        (InotifyFD, "__init__", ["self"]),
+        (BaseObserver, "__init__", ["self", "emitter_class", "timeout", "kwargs"]),
+    ]
+    try:
+        for owner, name, names in expected:
+            function = getattr(owner, name)
+            if _parameters(function) != names:
+                return f"{owner.__name__}.{name}{inspect.signature(function)} is not ({', '.join(names)})"
+        if "inotify_fd" not in _parameters(InotifyEmitter.__init__):
+            return "InotifyEmitter takes no inotify_fd"
+        fields = {f.name for f in dataclasses.fields(InotifyWatchGroup)}
+        if not {"_active_callbacks_by_path", "_active_callbacks_by_watch"} <= fields:
+            return "InotifyWatchGroup keeps its watches in other fields"
+        assigned = re.findall(r"self\.(\w+)\s*=", inspect.getsource(InotifyEmitter.on_thread_start))
+        if assigned != ["_inotify"]:  # the copy below sets only that
+            return f"InotifyEmitter.on_thread_start now sets {assigned}"
+    except (TypeError, ValueError, OSError) as exc:  # no signature or source to read
+        return f"watchdog's inotify internals cannot be inspected ({exc})"
+    return None
+
+
+#: Why the repair is not used, or None (computed once, at import).
+PATCH_PROBLEM = patch_problem()
+
+if PATCH_PROBLEM is None:
 
     def _is_tree_folder(path, root):
         """Whether the folder ``path`` (bytes, below the watched ``root``) is or lies in a cluster tree."""
@@ -201,6 +259,16 @@ class _Handler(FileSystemEventHandler):
         return not is_ignored_name(parts[-1], is_directory=is_dir)
 
 
+def _new_observer():
+    """The repaired inotify observer, or watchdog's own with a warning where the repair cannot apply."""
+    if PATCH_PROBLEM is None:
+        return _Observer()
+    if InotifyWatchGroup is not None:  # Linux, and watchdog changed
+        logger.warning("watching with watchdog's stock inotify observer, without imagecluster's repair (%s); "
+                       "a cluster tree replaced inside a library may stop the watching", PATCH_PROBLEM)
+    return Observer()
+
+
 class LibraryWatcher:
     """Watches library folders recursively and passes each relevant change to a sink.
 
@@ -236,7 +304,7 @@ class LibraryWatcher:
         with self._lock:
             if self._observer is not None or self._stopped:
                 raise RuntimeError("a LibraryWatcher can be started only once")
-            self._observer = _Observer()
+            self._observer = _new_observer()
             self._observer.start()
         for root in self._roots:
             try:

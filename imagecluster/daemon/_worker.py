@@ -29,8 +29,8 @@ import numpy as np
 
 from .. import _exceptions
 from .._exceptions import ImageClusterError, InvalidParameter
-from .._pipeline import Failure, FingerprintBatch, check_batch_size
-from ..models import MODEL_NAMES
+from .._pipeline import Failure, FingerprintBatch
+from .._validation import DEFAULT_BATCH_SIZE, check_batch_size, check_model_name
 from ._logging import configure_logging
 
 __all__ = ["InferenceWorker", "WorkerError"]
@@ -69,9 +69,9 @@ def _serve(conn, model_name, batch_size, idle_timeout, log_level):
             request = conn.recv()
             if request is None:
                 return
-            request_id, paths = request
+            request_id, paths, thumbnails = request
             try:
-                header, array = _fingerprint(paths, model, batch_size, iter_fingerprint_batches)
+                header, array = _fingerprint(paths, model, batch_size, iter_fingerprint_batches, thumbnails)
             except Exception as exc:
                 logger.debug("request %d failed", request_id, exc_info=True)
                 conn.send(("error", request_id, type(exc).__name__, str(exc)))
@@ -84,9 +84,14 @@ def _serve(conn, model_name, batch_size, idle_timeout, log_level):
         conn.close()
 
 
-def _fingerprint(paths, model, batch_size, iter_batches):
+def _fingerprint(paths, model, batch_size, iter_batches, thumbnails=None):
+    sink = None
+    if thumbnails is not None:  # (side, {photo path: thumbnail path}): kept from the same decode
+        from ..gallery import ThumbnailFiles
+
+        sink = ThumbnailFiles(*thumbnails)
     done, blocks, failures = [], [], []
-    for batch in iter_batches(paths, model, batch_size=batch_size):
+    for batch in iter_batches(paths, model, batch_size=batch_size, thumbnails=sink):
         done.extend(batch.paths)
         if batch.paths:
             blocks.append(batch.fingerprints)
@@ -109,7 +114,7 @@ class InferenceWorker:
         Photos per inference call inside the child.
     """
 
-    def __init__(self, model_name, *, idle_timeout=60.0, batch_size=32):
+    def __init__(self, model_name, *, idle_timeout=60.0, batch_size=DEFAULT_BATCH_SIZE):
         self.model_name = model_name
         self.idle_timeout = idle_timeout
         self.batch_size = batch_size
@@ -133,7 +138,7 @@ class InferenceWorker:
         """The child's process id, or None when there is no child."""
         return self._process.pid if self.running else None
 
-    async def fingerprint(self, paths):
+    async def fingerprint(self, paths, *, thumbnails=None):
         """Fingerprint photos in the child, starting it if it is not running.
 
         Concurrent calls are served one after the other, in the order they came.
@@ -142,6 +147,9 @@ class InferenceWorker:
         ----------
         paths : sequence of str or path-like
             Photos, in the order their fingerprints are wanted.
+        thumbnails : (int, dict of str to str) or None, default=None
+            ``(side, {photo path: thumbnail file})``: the child also writes
+            each photo's gallery thumbnail, from the same decode.
 
         Returns
         -------
@@ -168,7 +176,7 @@ class InferenceWorker:
                     self._spawn()
                     self._watch_exit()
                 try:
-                    return await self._round_trip(paths)
+                    return await self._round_trip(paths, thumbnails)
                 except _IdleExit:
                     logger.debug("the worker exited for idleness as a request came; starting a new one")
             raise WorkerError("the inference worker exited at once twice in a row")
@@ -210,8 +218,7 @@ class InferenceWorker:
         return self._lock
 
     def _spawn(self):
-        if self.model_name not in MODEL_NAMES:
-            raise InvalidParameter(f"unknown model {self.model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        check_model_name(self.model_name)
         batch_size = check_batch_size(self.batch_size)
         idle = self.idle_timeout
         if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle > 0:
@@ -234,10 +241,10 @@ class InferenceWorker:
         self._process, self._conn = process, parent_conn
         logger.info("started the inference worker (pid %d, model %s)", process.pid, self.model_name)
 
-    async def _round_trip(self, paths):
+    async def _round_trip(self, paths, thumbnails=None):
         request_id = next(self._ids)
         try:
-            self._conn.send((request_id, paths))
+            self._conn.send((request_id, paths, thumbnails))
         except OSError:
             await self._died(len(paths))
         while True:
@@ -274,7 +281,8 @@ class InferenceWorker:
         self._cleanup()
         if code == 0:
             raise _IdleExit()
-        how = f"was killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exited with status {code}"
+        killed = code is not None and code < 0
+        how = f"was killed by signal {signal.Signals(-code).name}" if killed else f"exited with status {code}"
         raise WorkerError(
             f"the inference worker (pid {pid}) {how} while fingerprinting {n_paths} photo(s); "
             "the next request starts a new one"
@@ -321,7 +329,17 @@ class InferenceWorker:
 
     def _reap(self, process):
         self._unwatch_exit()
+        self._reap_now_or_soon(process)
+
+    def _reap_now_or_soon(self, process):
+        if self._process is not process:
+            return  # cleaned up meanwhile: _cleanup joined it
         process.join(0)  # waitpid; the Process object keeps the exit code for _died and `running`
+        if process.exitcode is None:
+            # The sentinel is readable once the child's files are closed, a moment
+            # before the kernel makes it a zombie that waitpid can collect; under
+            # load that moment was seen to pass the waitpid, leaving a zombie.
+            asyncio.get_running_loop().call_later(0.05, self._reap_now_or_soon, process)
 
     def _cleanup(self):
         self._unwatch_exit()

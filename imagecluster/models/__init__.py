@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import InvalidParameter
+from .._validation import check_model_name
 from ._common import default_cache_dir
 from ._lite0 import Lite0Model
 from ._vgg16 import VGG16Model
@@ -117,10 +118,7 @@ def load_model(
     ModelError
         The weights are missing, unreadable or do not fit the model.
     """
-    if not isinstance(name, str) or name not in MODEL_NAMES:
-        raise InvalidParameter(
-            f"unknown model {name!r}; valid names are: {', '.join(MODEL_NAMES)}"
-        )
+    check_model_name(name)
     for option, value in (("weights", weights), ("cache_dir", cache_dir)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise InvalidParameter(

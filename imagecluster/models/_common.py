@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import InvalidParameter
+from .._validation import DEFAULT_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
 #: Photos per compiled call; large inputs are split into chunks of this size.
-BATCH_SIZE = 32
+BATCH_SIZE = DEFAULT_BATCH_SIZE
 
 
 def default_cache_dir() -> Path:

@@ -24,8 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import ModelError
-from ._common import BATCH_SIZE, check_images, import_tensorflow, l2_normalise
-from ._common import native_stderr_to_log, run_batched, write_atomically
+from ._common import (
+    BATCH_SIZE,
+    check_images,
+    import_tensorflow,
+    l2_normalise,
+    native_stderr_to_log,
+    run_batched,
+    write_atomically,
+)
 from ._torch_pickle import load_legacy_state_dict
 
 __all__ = ["Lite0Model"]
@@ -136,7 +143,7 @@ def _build_keras(keras):
             x = layers.Conv2D(out, kernel, stride, padding="same", name=layer)(x)
         if relu:
             x = layers.ReLU(6.0, name=f"{layer}_relu6")(x)
-        elif x.shape == block_input.shape:  # project conv of a stride-1 block, in == out
+        elif block_input is not None and x.shape == block_input.shape:  # project conv of a stride-1 block, in == out
             x = layers.Add(name=f"block{index}_add")([x, block_input])
     features = layers.GlobalAveragePooling2D(name="features")(x)
     logits = layers.Dense(_N_CLASSES, name="logits")(features)

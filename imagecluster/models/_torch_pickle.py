@@ -39,7 +39,7 @@ _PROTOCOL_VERSION = 1001
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # torch storage class name -> little-endian numpy dtype of one element
-_STORAGE_DTYPES = {
+_STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype("<f8"),
     "FloatStorage": np.dtype("<f4"),
     "HalfStorage": np.dtype("<f2"),
@@ -192,7 +192,7 @@ def _materialise(ref, arrays):
 
 
 def _load(file, total_size):
-    storages = {}
+    storages: dict[str, _Storage] = {}
     if _unpickle(file, storages) != _MAGIC_NUMBER:
         raise ModelError("not a legacy torch file (wrong magic number)")
     version = _unpickle(file, storages)

@@ -33,7 +33,7 @@ from .._exceptions import (
     NotOurTree,
     PhotoNotFound,
 )
-from ._base import DEFAULT_TIMEOUT, DEFAULT_WORK_TIMEOUT, USE_CLIENT_DEFAULT, Status
+from ._base import DEFAULT_TIMEOUT, DEFAULT_WORK_TIMEOUT, USE_CLIENT_DEFAULT, Event, Status
 from ._client import AsyncClient, Client
 from ._contract import BUS_NAME, ERROR_PREFIX, INTERFACE, INTERFACE_XML, OBJECT_PATH, interface_xml
 
@@ -48,6 +48,7 @@ __all__ = [
     "DaemonNotAvailable",
     "DaemonTimeout",
     "ERROR_PREFIX",
+    "Event",
     "INTERFACE",
     "INTERFACE_XML",
     "ImageClusterError",

@@ -8,7 +8,6 @@ the call's ``parse``.
 
 import enum
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .._exceptions import DaemonFailed, InvalidParameter, LibraryNotFound, PhotoNotFound
-from ..cluster import check_sim
+from .._validation import check_sim, check_timeout, check_wait
 from ._contract import INTERFACE
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_WORK_TIMEOUT", "USE_CLIENT_DEFAULT", "ClientState", "Status"]
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_WORK_TIMEOUT", "USE_CLIENT_DEFAULT", "ClientState", "Event", "Status"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +28,10 @@ DEFAULT_TIMEOUT = 25.0
 
 #: Seconds for calls that may fingerprint or cluster (``cluster``, ``cluster_library``,
 #: ``write_tree``, ``fingerprint``, ``similar``): a first clustering of a large
-#: library, or a worker that has to load its model first, takes a while.
-DEFAULT_WORK_TIMEOUT = 600.0
-
-# WaitIdle accepts 0..3600 seconds.
-MAX_WAIT = 3600.0
+#: library, or a worker that has to load its model first, takes a while. The first
+#: Cluster of a million-photo library waits for its similar-pair search (10-15
+#: minutes on 2 cores; the daemon's Working signal shows how far it is).
+DEFAULT_WORK_TIMEOUT = 1800.0
 
 _PROPERTIES = "org.freedesktop.DBus.Properties"
 
@@ -89,6 +87,35 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Event:
+    """One event from ``ClusterEvents``: photos taken close in time and place, with their content clusters.
+
+    Attributes
+    ----------
+    name : str
+        Its folder in the events tree, ``YYYY-MM-DD_<place or number>``.
+    date : str
+        Its first day, ``YYYY-MM-DD`` (the camera's clock).
+    place : str
+        Rounded coordinates, ``45.07N_7.69E``; empty without GPS.
+    start, end : float
+        First and last capture time, seconds since the epoch (UTC).
+    photos : tuple of str
+        Every photo of the event (absolute paths, in time order).
+    clusters : tuple of tuple of str
+        Its content clusters, largest first.
+    """
+
+    name: str
+    date: str
+    place: str
+    start: float
+    end: float
+    photos: tuple
+    clusters: tuple
+
+
+@dataclass(frozen=True)
 class _Call:
     """One method call to send: what, with which arguments, how long to wait, how to read the answer."""
 
@@ -99,30 +126,6 @@ class _Call:
     parse: Callable
     interface: str = INTERFACE
     not_found: type = field(default=PhotoNotFound)
-
-
-def check_timeout(timeout, name="timeout"):
-    """Return ``timeout`` as a positive float, or ``None`` (wait forever); else raise InvalidParameter."""
-    if timeout is None:
-        return None
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameter(f"{name} must be a number of seconds or None, got {timeout!r}") from exc
-    if math.isnan(value) or value <= 0:
-        raise InvalidParameter(f"{name} must be more than 0 seconds, got {timeout!r}")
-    return value
-
-
-def check_wait(seconds):
-    """Return ``seconds`` as a float in 0..3600 (how long ``WaitIdle`` may wait), or raise InvalidParameter."""
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameter(f"timeout must be a number of seconds, got {seconds!r}") from exc
-    if not 0.0 <= value <= MAX_WAIT:  # also false for NaN
-        raise InvalidParameter(f"timeout must be between 0 and {MAX_WAIT:g} seconds, got {seconds!r}")
-    return value
 
 
 def check_path(path, what="path"):
@@ -148,6 +151,11 @@ def check_path(path, what="path"):
 
 def _clusters(body):
     return [list(cluster) for cluster in body[0]]
+
+
+def _events(body):
+    return [Event(str(n), str(d), str(p), float(s), float(e), tuple(photos), tuple(map(tuple, clusters)))
+            for n, d, p, s, e, photos, clusters in body[0]]
 
 
 def _fingerprint(body):
@@ -200,12 +208,16 @@ class _BaseClient:
         Seconds to wait for calls that fingerprint or cluster.
     bus_address : str, default=None
         A D-Bus address to use instead of the session bus.
+    transport : object, default=None
+        A bus object to use instead of connecting (tests: a mock bus).
     """
 
-    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None):
+    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None,
+                 transport=None):
         self._timeout = check_timeout(timeout, "timeout")
         self._work_timeout = check_timeout(work_timeout, "work_timeout")
         self._bus_address = bus_address
+        self._transport = transport
         self._state = ClientState.UNOPENED
         self._callbacks = {"Progress": [], "ClustersWritten": []}
 
@@ -253,6 +265,13 @@ class _BaseClient:
         body = (check_path(library, "library"), check_sim(sim), check_path(out, "out"))
         return _Call("WriteTree", "sds", body, self._work(timeout), _tree, not_found=LibraryNotFound)
 
+    def _events_call(self, sim, hours, km, timeout):
+        from ..events import DEFAULT_HOURS, DEFAULT_KM, check_hours, check_km
+
+        body = (check_sim(sim), check_hours(DEFAULT_HOURS if hours is None else hours),
+                check_km(DEFAULT_KM if km is None else km))
+        return _Call("ClusterEvents", "ddd", body, self._work(timeout), _events)
+
     def _fingerprint_call(self, path, timeout):
         return _Call("Fingerprint", "s", (check_path(path),), self._work(timeout), _fingerprint)
 
@@ -263,6 +282,9 @@ class _BaseClient:
         seconds = check_wait(seconds)
         margin = self._timeout
         return _Call("WaitIdle", "d", (seconds,), None if margin is None else seconds + margin, _first)
+
+    def _gallery_call(self, library, timeout):
+        return _Call("Gallery", "s", (check_path(library, "library"),), self._work(timeout), _first)
 
     # ------------------------------------------------------------ signals
 

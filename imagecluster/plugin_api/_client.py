@@ -35,13 +35,17 @@ _COMMON_DOC = """
     timeout : float or None, default=25.0
         Seconds to wait for the answer to a quick call (``status``, the
         subscriptions, the margin of ``wait_idle``); ``None`` waits forever.
-    work_timeout : float or None, default=600.0
+    work_timeout : float or None, default=1800.0
         Seconds to wait for a call that may fingerprint or cluster
         (``cluster``, ``cluster_library``, ``write_tree``, ``fingerprint``,
         ``similar``). Every method's own ``timeout=`` overrides these.
     bus_address : str, default=None
         A D-Bus address; ``None`` means the session bus
         (``$DBUS_SESSION_BUS_ADDRESS``, else ``$XDG_RUNTIME_DIR/bus``).
+    transport : object, default=None
+        For tests: a bus object used instead of connecting to ``bus_address``
+        (``imagecluster.plugin_api._mockbus.MockBus``, a bus in memory that
+        speaks the daemon's contract), as httpx's ``MockTransport``.
 
     Notes
     -----
@@ -95,8 +99,9 @@ class Client(_BaseClient):
     its own (they may call the client). :meth:`close` ends both threads.
     """
 
-    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None):
-        super().__init__(timeout=timeout, work_timeout=work_timeout, bus_address=bus_address)
+    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None,
+                 transport=None):
+        super().__init__(timeout=timeout, work_timeout=work_timeout, bus_address=bus_address, transport=transport)
         self._lock = threading.Lock()
         self._runner = None
         self._connection = None
@@ -135,6 +140,19 @@ class Client(_BaseClient):
     def cluster_library(self, library, sim=None, *, timeout=USE_CLIENT_DEFAULT):
         """As :meth:`cluster`, for one library (one of :attr:`Status.libraries`).
 
+        Parameters
+        ----------
+        library : path-like
+            One of the watched libraries; a relative path is taken from this process's folder.
+        sim : float, default=None
+            Similarity index in 0..1; ``None`` means the daemon's configured ``Sim``.
+        timeout : float or None, default=the client's work_timeout
+
+        Returns
+        -------
+        clusters : list of list of str
+            Absolute photo paths; each cluster sorted, the largest first.
+
         Raises
         ------
         NotInLibrary
@@ -145,6 +163,39 @@ class Client(_BaseClient):
         if sim is None:
             sim = self._send(self._sim_call())
         return self._send(self._cluster_library_call(library, sim, timeout))
+
+    def cluster_events(self, sim=None, hours=None, km=None, *, timeout=USE_CLIENT_DEFAULT):
+        """Group every library's photos into events by capture time and place, content clusters inside each.
+
+        The daemon writes each library's events tree (``<tree folder>-events``).
+
+        Parameters
+        ----------
+        sim : float or None, default=None
+            Similarity of the content clusters; ``None`` means the daemon's ``Sim``.
+        hours : float or None, default=None
+            A longer gap splits events; ``None`` means
+            :data:`imagecluster.events.DEFAULT_HOURS`.
+        km : float or None, default=None
+            Photos farther apart are separate events even at the same time;
+            ``None`` means :data:`imagecluster.events.DEFAULT_KM`.
+        timeout : float or None, default=the client's work_timeout
+
+        Returns
+        -------
+        list of Event
+            In time order.
+
+        Raises
+        ------
+        InvalidParameter
+            ``sim`` outside 0..1, ``hours`` or ``km`` not above 0 (before anything is sent).
+        NotOurTree
+            An events tree folder exists and was not written by imagecluster.
+        """
+        if sim is None:
+            sim = self._send(self._sim_call())
+        return self._send(self._events_call(sim, hours, km, timeout))
 
     def write_tree(self, library, sim, out, *, timeout=USE_CLIENT_DEFAULT):
         """Cluster one library and write its tree to ``out`` (absent, empty, or an earlier tree).
@@ -171,6 +222,12 @@ class Client(_BaseClient):
     def fingerprint(self, path, *, timeout=USE_CLIENT_DEFAULT):
         """The L2-normalised fingerprint of a photo inside a library, as ndarray of shape (n_features,), float32.
 
+        Parameters
+        ----------
+        path : path-like
+            The photo; a relative path is taken from this process's folder.
+        timeout : float or None, default=the client's work_timeout
+
         Raises
         ------
         NotInLibrary, PhotoNotFound, NotAnImage
@@ -178,25 +235,75 @@ class Client(_BaseClient):
         return self._send(self._fingerprint_call(path, timeout))
 
     def similar(self, path, sim=None, *, timeout=USE_CLIENT_DEFAULT):
-        """Stored photos at least ``sim`` similar to the photo at ``path``: list of (path, similarity), best first."""
+        """Stored photos at least ``sim`` similar to the photo at ``path``: list of (path, similarity), best first.
+
+        Parameters
+        ----------
+        path : path-like
+            A photo inside a library (itself not in the answer).
+        sim : float, default=None
+            Similarity index in 0..1; ``None`` means the daemon's configured ``Sim``.
+        timeout : float or None, default=the client's work_timeout
+        """
         if sim is None:
             sim = self._send(self._sim_call())
         return self._send(self._similar_call(path, sim, timeout))
 
     def wait_idle(self, timeout):
-        """Wait until nothing is pending, at most ``timeout`` seconds (0..3600); whether the daemon is idle."""
+        """Wait until nothing is pending, at most ``timeout`` seconds; whether the daemon is idle.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds the daemon waits, 0..3600; the call itself may take the client's ``timeout`` longer.
+        """
         return self._send(self._wait_idle_call(timeout))
 
+    def gallery(self, library, *, timeout=USE_CLIENT_DEFAULT):
+        """The gallery (index.html) the daemon wrote beside ``library``'s newest tree.
+
+        Parameters
+        ----------
+        library : path-like
+            One of the watched libraries.
+        timeout : float or None, default=the client's work_timeout
+
+        Raises
+        ------
+        NotInLibrary
+            ``library`` is not a watched library.
+        PhotoNotFound
+            No tree was written for it yet, or its gallery failed (the message says which).
+        """
+        return self._send(self._gallery_call(library, timeout))
+
     def status(self, *, timeout=USE_CLIENT_DEFAULT):
-        """The daemon's properties, read at one moment, as a :class:`Status`."""
+        """The daemon's properties, read at one moment, as a :class:`Status`.
+
+        Parameters
+        ----------
+        timeout : float or None, default=the client's timeout
+        """
         return self._send(self._status_call(timeout))
 
     def on_progress(self, callback):
-        """Call ``callback(indexed, pending)`` on every ``Progress`` signal; returns a function that stops it."""
+        """Call ``callback(indexed, pending)`` on every ``Progress`` signal; returns a function that stops it.
+
+        Parameters
+        ----------
+        callback : callable
+            Called with two ints, in the client's callback thread.
+        """
         return self._subscribe("Progress", callback)
 
     def on_clusters_written(self, callback):
-        """Call ``callback(tree, n_clusters)`` on every ``ClustersWritten`` signal; returns a function that stops it."""
+        """Call ``callback(tree, n_clusters)`` on every ``ClustersWritten`` signal; returns a function that stops it.
+
+        Parameters
+        ----------
+        callback : callable
+            Called with the tree's folder (str) and its number of clusters, in the client's callback thread.
+        """
         return self._subscribe("ClustersWritten", callback)
 
     # ------------------------------------------------------------ lifecycle
@@ -230,7 +337,7 @@ class Client(_BaseClient):
         with self._lock:
             self._open()
             if self._runner is None:
-                self._connection = Connection(self._bus_address, on_signal=self._on_signal)
+                self._connection = Connection(self._bus_address, on_signal=self._on_signal, transport=self._transport)
                 self._runner = _LoopThread()
             return self._runner
 
@@ -286,9 +393,10 @@ class AsyncClient(_BaseClient):
     coroutine function (it is then run as a task).
     """
 
-    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None):
-        super().__init__(timeout=timeout, work_timeout=work_timeout, bus_address=bus_address)
-        self._connection = Connection(bus_address, on_signal=self._on_signal)
+    def __init__(self, *, timeout=DEFAULT_TIMEOUT, work_timeout=DEFAULT_WORK_TIMEOUT, bus_address=None,
+                 transport=None):
+        super().__init__(timeout=timeout, work_timeout=work_timeout, bus_address=bus_address, transport=transport)
+        self._connection = Connection(bus_address, on_signal=self._on_signal, transport=transport)
         self._tasks = set()
 
     # ----------------------------------------------------------- the calls
@@ -304,6 +412,12 @@ class AsyncClient(_BaseClient):
         if sim is None:
             sim = await self._send(self._sim_call())
         return await self._send(self._cluster_library_call(library, sim, timeout))
+
+    async def cluster_events(self, sim=None, hours=None, km=None, *, timeout=USE_CLIENT_DEFAULT):
+        """Events with content clusters inside; see :meth:`Client.cluster_events`."""
+        if sim is None:
+            sim = await self._send(self._sim_call())
+        return await self._send(self._events_call(sim, hours, km, timeout))
 
     async def write_tree(self, library, sim, out, *, timeout=USE_CLIENT_DEFAULT):
         """Cluster one library, tree to ``out``; (tree, n_clusters). See :meth:`Client.write_tree`."""
@@ -324,6 +438,10 @@ class AsyncClient(_BaseClient):
     async def wait_idle(self, timeout):
         """Wait until nothing is pending, at most ``timeout`` seconds; see :meth:`Client.wait_idle`."""
         return await self._send(self._wait_idle_call(timeout))
+
+    async def gallery(self, library, *, timeout=USE_CLIENT_DEFAULT):
+        """The gallery beside ``library``'s newest tree; see :meth:`Client.gallery`."""
+        return await self._send(self._gallery_call(library, timeout))
 
     async def status(self, *, timeout=USE_CLIENT_DEFAULT):
         """The daemon's properties as a :class:`Status`."""

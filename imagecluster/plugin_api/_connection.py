@@ -60,10 +60,16 @@ class Connection:
     on_signal : callable
         ``on_signal(member, args)`` for each signal of the daemon's interface,
         once :meth:`subscribe` was awaited. Called in the event loop.
+    transport : object, default=None
+        Used instead of a dbus-fast ``MessageBus`` on ``address``: an object
+        with its ``connect``, ``call``, ``add_message_handler``, ... (tests give
+        a :class:`~imagecluster.plugin_api._mockbus.MockBus`, as httpx tests
+        give a ``MockTransport``). ``None`` connects to the real bus.
     """
 
-    def __init__(self, address=None, *, on_signal):
+    def __init__(self, address=None, *, on_signal, transport=None):
         self._address = address
+        self._transport = transport
         self._on_signal = on_signal
         self._bus = None
         self._lock = None
@@ -189,9 +195,9 @@ class Connection:
         async with self._lock:
             if self.connected:
                 return self._bus
-            address = session_bus_address(self._address)
+            address = "the mock bus" if self._transport is not None else session_bus_address(self._address)
             try:
-                bus = await MessageBus(bus_address=address).connect()
+                bus = await (self._transport or MessageBus(bus_address=address)).connect()
             except (OSError, ValueError, DBusFastError) as exc:
                 raise DaemonNotAvailable(
                     f"cannot connect to the D-Bus session bus at {address} ({exc}); "

@@ -39,7 +39,7 @@ _REQUIRED = re.compile(r"""^\s*require\s*\(?\s*["']""" + re.escape(PLUGIN_NAME) 
 
 
 def darktable_configdir(environ=None):
-    """darktable's default configuration folder: ``$XDG_CONFIG_HOME/darktable`` (else ``~/.config/darktable``).
+    """Darktable's default configuration folder: ``$XDG_CONFIG_HOME/darktable`` (else ``~/.config/darktable``).
 
     Parameters
     ----------

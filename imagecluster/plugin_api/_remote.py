@@ -1,72 +1,43 @@
-"""``imagecluster remote``: the daemon's D-Bus calls as a command, for plugins that can only run a program.
+r"""``imagecluster remote``: the daemon's D-Bus calls as a command, for plugins that can only run a program.
 
 ``cli.py`` only parses the arguments; this module runs the command with an
 :class:`~imagecluster.plugin_api.AsyncClient` and turns every outcome into
 output and an exit status (:data:`EXIT_CODES`), never a traceback. With
 ``--json`` the result is one JSON document on stdout, UTF-8 and not
-``\\u``-escaped; a failure is ``{"error": KIND, "message": TEXT}`` there too.
+``\u``-escaped; a failure is ``{"error": KIND, "message": TEXT}`` there too.
 The message always goes to stderr.
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
 
-from .._exceptions import (
-    DaemonDisconnected,
-    DaemonNotAvailable,
-    DaemonTimeout,
-    ImageClusterError,
-    InvalidParameter,
-    LibraryNotFound,
-    NotAnImage,
-    NotInLibrary,
-    NotOurTree,
-    PhotoNotFound,
-)
+from .._exceptions import DaemonTimeout, ImageClusterError, InvalidParameter
+from .._exit_codes import EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, exit_code
 from .._progress import ProgressBar
 from ._client import AsyncClient
 
 __all__ = ["EXIT_CODES", "run_remote"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_AVAILABLE = 3
-EXIT_TIMEOUT = 4
-EXIT_NOT_IN_LIBRARY = 5
-EXIT_NOT_FOUND = 6
-EXIT_NOT_AN_IMAGE = 7
-EXIT_NOT_OUR_TREE = 8
-EXIT_DISCONNECTED = 9
 
-#: (exception, exit status, what it means), most specific first; the guide's table.
-EXIT_CODES = (
-    (InvalidParameter, EXIT_USAGE, "usage: a bad option or value (e.g. --sim not a number or outside 0..1)"),
-    (DaemonNotAvailable, EXIT_NOT_AVAILABLE,
-     "no session bus, or the daemon is not running and not installed, or its systemd unit failed"),
-    (DaemonTimeout, EXIT_TIMEOUT, "no answer within --timeout (remote wait: still busy)"),
-    (NotInLibrary, EXIT_NOT_IN_LIBRARY, "the path (or --library) is outside every watched library"),
-    (PhotoNotFound, EXIT_NOT_FOUND, "no such photo"),
-    (LibraryNotFound, EXIT_NOT_FOUND, "the library is not mounted now"),
-    (NotAnImage, EXIT_NOT_AN_IMAGE, "the file cannot be decoded as a photo"),
-    (NotOurTree, EXIT_NOT_OUR_TREE, "the tree folder exists and was not written by imagecluster"),
-    (DaemonDisconnected, EXIT_DISCONNECTED, "the daemon went away during the call (exited or crashed)"),
-    (ImageClusterError, EXIT_FAILED, "any other failure (the daemon answered Failed; see its log)"),
-)
+def run_remote(args, *, transport=None):
+    """Run ``imagecluster remote <command>`` for parsed ``args``; returns the exit status.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+    transport : object, default=None
+        For tests: the bus the client uses instead of the session bus (see :class:`AsyncClient`).
 
-def exit_code(exc):
-    """The exit status for an exception raised by the client."""
-    for kind, code, _ in EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return EXIT_FAILED
-
-
-def run_remote(args):
-    """Run ``imagecluster remote <command>`` for parsed ``args``; returns the exit status."""
+    Returns
+    -------
+    int
+        The exit status (:data:`EXIT_CODES`).
+    """
+    args.transport = transport
     try:
         return asyncio.run(_COMMANDS[args.remote](args))
     except DaemonTimeout as exc:  # the client's message cannot know the command's option
@@ -86,11 +57,13 @@ def _fail(args, kind, message, code):
 
 def _client(args):
     if args.timeout is None:
-        return AsyncClient()
-    return AsyncClient(timeout=args.timeout, work_timeout=args.timeout)
+        return AsyncClient(transport=args.transport)
+    return AsyncClient(timeout=args.timeout, work_timeout=args.timeout, transport=args.transport)
 
 
 async def _cluster(args):
+    if getattr(args, "by", "content") == "events":
+        return await _events(args)
     if args.out is not None and args.library is None:
         raise InvalidParameter("--out needs --library: a tree is written for one library")
     trees = []
@@ -122,6 +95,31 @@ async def _cluster(args):
     hint = "" if clusters else "; try a lower --sim"
     counted = f"{len(clusters)} cluster{'' if len(clusters) == 1 else 's'} with {photos} photos"
     print(f"{counted} at sim {sim:g}{hint}")
+    for tree in trees:
+        print(f"tree written: {tree}")
+    return EXIT_OK
+
+
+async def _events(args):
+    if args.out is not None or args.library is not None:
+        raise InvalidParameter("--by events groups every library (ClusterEvents): no --library or --out")
+    trees = []
+    async with _client(args) as client:
+        await client.on_clusters_written(lambda tree, n: trees.append(tree))
+        sim = args.sim if args.sim is not None else (await client.status()).sim
+        events = await client.cluster_events(sim, args.hours, args.km)
+    if args.json:
+        _print_json({"sim": sim, "hours": args.hours, "km": args.km, "trees": trees,
+                     "events": [dataclasses.asdict(event) for event in events]})
+        return EXIT_OK
+    for event in events:
+        where = event.place.replace("_", " ") if event.place else "no GPS"
+        print(f"events/{event.name}: {event.date}, {where}, {len(event.photos)} photos, "
+              f"{len(event.clusters)} clusters")
+        for k, cluster in enumerate(event.clusters):
+            print(f"  cluster_{k}: {len(cluster)} photos")
+    photos = sum(len(e.photos) for e in events)
+    print(f"{len(events)} event{'' if len(events) == 1 else 's'} with {photos} photos at sim {sim:g}")
     for tree in trees:
         print(f"tree written: {tree}")
     return EXIT_OK

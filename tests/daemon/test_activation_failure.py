@@ -9,7 +9,8 @@ from imagecluster.daemon._install import ACTIVATION_FILE, render
 def test_a_bad_config_fails_the_call_at_once_with_the_reason(session_bus, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("libraries = 5\n")
-    (session_bus.servicedir / ACTIVATION_FILE).write_text(render(ACTIVATION_FILE, daemon_args=["--config", str(config)]))
+    activation = render(ACTIVATION_FILE, daemon_args=["--config", str(config)])
+    (session_bus.servicedir / ACTIVATION_FILE).write_text(activation)
     result = subprocess.run(
         [sys.executable, "-m", "imagecluster", "remote", "status", "--timeout", "600"],
         capture_output=True, text=True, timeout=120,  # far below --timeout: said at once, not waited out

@@ -44,8 +44,10 @@ sim = 0.8
 model = "vgg16"
 min_size = 3
 settle_seconds = 0.5
+gallery = false
 """)
     config = load_config()
+    assert config.gallery is False
     assert config.libraries == (tmp_path / "home" / "Pictures", Path("/mnt/photos"))
     assert config.out == (tmp_path / "home" / "Pictures" / "clusters", Path("/mnt/photos/groups"))
     assert (config.sim, config.model, config.min_size, config.settle_seconds) == (0.8, "vgg16", 3, 0.5)
@@ -71,13 +73,15 @@ def test_xdg_config_home_default():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("libraries = ['/p']\nsimm = 0.7\n", r"unknown key 'simm'; known keys: batch_size, cut, libraries, .*sim"),
+    ("libraries = ['/p']\nsimm = 0.7\n", r"unknown key 'simm'; known keys: batch_size, cut, gallery, libraries, .*sim"),
     ("libraries = ['/p']\nsim = 1.5\n", r"config.toml: sim must be between 0 and 1, got 1.5"),
     ("libraries = ['/p']\nsim = nan\n", r"sim must be between 0 and 1"),
     ("libraries = ['/p']\nsim = '0.7'\n", r"sim must be a number between 0 and 1, got '0.7'"),
     ("libraries = ['/p']\nmodel = 'resnet'\n", r"model must be one of lite0, vgg16, got 'resnet'"),
     ("libraries = ['/p']\nbatch_size = 0\n", r"batch_size must be at least 1"),
     ("libraries = ['/p']\nsettle_seconds = true\n", r"settle_seconds must be a number"),
+    ("libraries = ['/p']\ngallery = 'no'\n", r"gallery must be true or false, got 'no'"),
+    ("libraries = ['/p']\ngallery = 0\n", r"gallery must be true or false, got 0"),
     ("libraries = ['photos']\n", r"library 'photos' must be an absolute path \(or start with ~\)"),
     ("libraries = '/p'\n", r"libraries must be a list of folders"),
     ("libraries = [{ path = '/p', output = '/o' }]\n", r"a library table takes the keys path \(required\) and out"),

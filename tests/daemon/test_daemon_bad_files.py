@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
 from _bad_files import disk_state, make_corpus, tree_clusters, write_photos
 
 FAST = {"settle_seconds": 0.2}

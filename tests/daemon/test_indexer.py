@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,8 @@ import pytest
 from imagecluster import InvalidParameter, NotAnImage, NotInLibrary, PhotoNotFound, Store, write_tree
 from imagecluster.daemon import Indexer, InferenceWorker
 from imagecluster.images import STORE_DIRNAME
+
+from _support.poll import until
 
 DATA = Path(__file__).parent.parent / "data"
 MODEL = "lite0"
@@ -42,11 +43,8 @@ def indexer_for(libraries, worker=None, **options):
 
 
 async def eventually(predicate, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
+    """Await until ``predicate()`` is true, the event loop running meanwhile (the shared polling helper)."""
+    await until(lambda: asyncio.sleep(0, predicate()), timeout, what)
 
 
 def entries(library):
@@ -336,7 +334,8 @@ def test_resolve_refuses_what_is_not_a_photo_of_a_library(make_library, tmp_path
             indexer.resolve(escaping)
     with pytest.raises(PhotoNotFound):
         indexer.resolve(f"{lib}/missing.jpg")
-    for not_photo in (lib / "notes.txt", lib / "sub", lib, lib / STORE_DIRNAME / "x.jpg", lib / "clusters" / "real.jpg"):
+    not_photos = (lib / "notes.txt", lib / "sub", lib, lib / STORE_DIRNAME / "x.jpg", lib / "clusters" / "real.jpg")
+    for not_photo in not_photos:
         with pytest.raises(NotAnImage):
             indexer.resolve(str(not_photo))
     with pytest.raises(NotInLibrary):

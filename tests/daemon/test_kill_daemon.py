@@ -1,4 +1,4 @@
-"""The daemon SIGKILLed 20 times at random moments while photos arrive: the store always loads, nothing is lost or mixed.
+"""The daemon SIGKILLed 20 times at random moments while photos arrive: the store loads, nothing is lost or mixed.
 
 Before each start two new photos are copied in; the daemon is killed after a
 random 0.5-5 s (while it reconciles, fingerprints or writes its store). After

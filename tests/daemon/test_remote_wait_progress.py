@@ -2,9 +2,9 @@
 
 import asyncio
 
-from _terminal import on_terminal
-
 from imagecluster.plugin_api import AsyncClient
+
+from _terminal import on_terminal
 
 
 async def _pending(library):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,10 +113,12 @@ def library(tmp_path):
 def make_service(library):
     """``make_service(**kwargs)`` -> (interface, indexer, bus), started, in the running loop."""
 
-    def make(libraries=(library,), **kwargs):
+    def make(libraries=(library,), cluster_hook=None, **kwargs):
         indexer = StandInIndexer(libraries)
         config = Config(libraries=libraries, sim=0.8)
         iface = ImageClusterInterface(indexer, config, **kwargs)
+        if cluster_hook is not None:  # the service's test seam, on this instance only
+            iface._before_clustering = cluster_hook
         bus = RecordingBus()
         ServiceInterface._add_bus(iface, bus, lambda interface, method: None)
         iface.start()
@@ -146,6 +149,7 @@ def test_members_and_signatures():
     assert methods == {
         "Cluster": ("d", "aas"), "ClusterLibrary": ("sd", "aas"), "WriteTree": ("sds", "su"),
         "Fingerprint": ("s", "ad"), "Similar": ("sd", "a(sd)"), "WaitIdle": ("d", "b"),
+        "Gallery": ("s", "s"), "ClusterEvents": ("ddd", "a(sssddasaas)"),
     }
     props = {p.name: (p.signature, p.access.value) for p in intro.properties}
     assert props == {name: (sig, "read") for name, sig in [
@@ -153,7 +157,7 @@ def test_members_and_signatures():
         ("Sim", "d"), ("Version", "s"),
     ]}
     signals = {s.name: "".join(a.signature for a in s.args) for s in intro.signals}
-    assert signals == {"Progress": "uu", "ClustersWritten": "su"}
+    assert signals == {"Progress": "uu", "ClustersWritten": "su", "Working": "ssuu"}
 
 
 def test_cluster_returns_absolute_paths_largest_first_and_writes_the_tree(library, make_service):
@@ -171,6 +175,11 @@ def test_cluster_returns_absolute_paths_largest_first_and_writes_the_tree(librar
         assert (marker["sim"], marker["model"], marker["library"]) == (0.9, "lite0", str(library))
         assert bus.members("ClustersWritten") == [[str(tree), 2]]
         assert await call(iface, "ClusterLibrary", str(library) + "/", 0.9) == expected
+        # The similar-pair search that the first Cluster needed said how far it got, and that it ended.
+        await asyncio.sleep(0)  # the signals are sent from the loop, after the worker thread's call_soon
+        work = bus.members("Working")
+        assert work and work[-1] == [str(library), "pairs", 6, 6]
+        assert all(0 <= done <= total == 6 for _, _, done, total in work)
 
     run(main)
 
@@ -371,7 +380,8 @@ def test_progress_signals_are_rate_limited_and_carry_the_latest_values(make_serv
             indexer.indexed, indexer.pending = n, 10 - n // 5
             iface.notify()
         await asyncio.sleep(0.05)
-        assert len(bus.signals) == 2
+        # (Working signals of the graph search that starts with the service are not rate-limited with these.)
+        assert [member for member, _ in bus.signals if member != "Working"] == ["PropertiesChanged", "Progress"]
         await iface.close()  # drops what is scheduled
 
     run(main)
@@ -433,3 +443,90 @@ def test_wait_idle(make_service):
         assert await waiting is True
 
     run(main)
+
+
+def test_cluster_and_similar_do_not_wait_for_a_gallery_being_written(library, make_service, monkeypatch):
+    # A gallery makes every missing thumbnail: minutes on a large library. The
+    # graph it starts from is its own copy, so the library's graph stays free.
+    from imagecluster.gallery._thumbs import ThumbnailCache
+
+    release, entered = threading.Event(), threading.Event()
+    ensure = ThumbnailCache.ensure
+
+    def held_ensure(self, *args, **kwargs):
+        entered.set()
+        release.wait(60)
+        return ensure(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThumbnailCache, "ensure", held_ensure)
+
+    async def main():
+        iface, _, _ = make_service()
+        try:
+            assert len(await call(iface, "Cluster", 0.9)) == 2  # its gallery follows in a thread
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            matches = await asyncio.wait_for(call(iface, "Similar", str(library / "a1.jpg"), 0.9), 10)
+            assert [Path(p).name for p, _ in matches] == ["a2.jpg", "a3.jpg"]
+            assert len(await asyncio.wait_for(call(iface, "Cluster", 0.95), 10)) == 2
+            assert entered.is_set() and not release.is_set()  # both answered while the thumbnails were held
+        finally:
+            release.set()
+        index = await call(iface, "Gallery", str(library))
+        assert Path(index).is_file()
+
+    run(main)
+
+
+def test_an_answer_too_large_for_one_message_is_refused_with_where_to_read_it(library, make_service, monkeypatch):
+    # A bus cuts off a peer that sends a message over its limit (a Cluster answer
+    # naming a million photos did): the daemon refuses such an answer instead.
+    from imagecluster.daemon import _answers
+
+    monkeypatch.setattr(_answers, "MAX_ANSWER_BYTES", 150)
+
+    async def main():
+        iface, _, _ = make_service()
+        with pytest.raises(DBusError) as excinfo:
+            await call(iface, "Cluster", 0.9)
+        assert error_name(excinfo) == "Failed"
+        message = excinfo.value.text
+        assert "5 photos in 2 clusters" in message and "more than one D-Bus message may carry" in message
+        tree = Path(message.split("the tree ")[1].split(" holds")[0])
+        assert sorted(p.name for p in tree.rglob("*.jpg")) == ["a1.jpg", "a2.jpg", "a3.jpg", "b1.jpg", "b2.jpg"]
+        with pytest.raises(DBusError, match="photos at least 0.5 similar.*ask with a higher sim"):
+            await call(iface, "Similar", str(library / "a1.jpg"), 0.5)
+        assert await call(iface, "Similar", str(library / "c.jpg"), 0.9) == []  # a small answer still goes
+        assert iface.State == "idle"
+
+    run(main)
+
+
+def test_a_stop_ends_a_gallery_being_written_after_the_thumbnails_in_hand(library, make_service, monkeypatch):
+    # A first gallery of a large library makes thumbnails for minutes; a stop must
+    # not wait for them (asyncio.run joins its threads, so the process stayed).
+    from imagecluster.gallery._thumbs import ThumbnailCache
+
+    made = []
+    make = ThumbnailCache._make
+
+    def slow_make(self, path, name):
+        time.sleep(1.0)
+        made.append(name)
+        return make(self, path, name)
+
+    monkeypatch.setattr(ThumbnailCache, "_make", slow_make)
+
+    async def main():
+        iface, _, _ = make_service()
+        await call(iface, "Cluster", 0.9)
+        while not made:  # the gallery's thumbnails are under way
+            await asyncio.sleep(0.01)
+        await iface.close(5.0)
+        deadline = time.monotonic() + 5.0
+        while any(t.name.startswith("imagecluster-thumbs") for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the thumbnail threads still run after the stop"
+            await asyncio.sleep(0.05)
+
+    run(main)
+    assert len(made) < len(PHOTOS)  # the queued ones were dropped

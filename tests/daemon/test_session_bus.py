@@ -14,7 +14,6 @@ import time
 from imagecluster._session_bus import find_session_bus
 from imagecluster.plugin_api import Client
 
-
 STARTUP_TIMEOUT = 60.0  # the daemon's start on a loaded 2-core machine
 
 

@@ -115,3 +115,37 @@ def test_a_child_that_exits_for_idleness_is_reaped_at_once():
             await worker.close(timeout=5.0)
 
     asyncio.run(main())
+
+
+def _close_files_then_linger(seconds):
+    """A child that closes every inherited file (its sentinel among them), then lives on a moment."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+    time.sleep(seconds)
+    os._exit(0)
+
+
+def test_a_child_whose_sentinel_closes_before_it_exits_is_still_reaped():
+    # The sentinel becomes readable as the child's files close, a moment before
+    # waitpid can collect it: a single waitpid then found it alive, and the child
+    # stayed a zombie. This child widens that moment to half a second.
+    import multiprocessing
+
+    async def main():
+        worker = InferenceWorker("lite0")
+        process = multiprocessing.get_context("fork").Process(target=_close_files_then_linger, args=(0.5,))
+        process.start()
+        worker._process = process
+        worker._watch_exit()
+        deadline = time.monotonic() + 10.0
+        while os.path.exists(f"/proc/{process.pid}") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not os.path.exists(f"/proc/{process.pid}"), "the child was left a zombie"
+        assert process.exitcode == 0
+        worker._cleanup()
+
+    asyncio.run(main())

@@ -12,7 +12,6 @@ Lua code runs through ``--luacmd``, wrapped so that an error is printed
 """
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,6 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The shared test support: a private bus, a real daemon on it, the test photos, polling.
+from _support import bus as _support_bus
+from _support import photos as _support_photos
+from _support import poll as _support_poll
+from _support import shared as _support_shared
+from _support.processes import WORK_TIMEOUT
 
 HERE = Path(__file__).parent
 REPO = HERE.resolve().parents[1]
@@ -38,16 +44,6 @@ XMP_NAMESPACES = {
 }
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# The plugin API tests' helpers (and, through them, the daemon tests'): a
-# private bus, a real daemon on it, the test photos.
-_plugin_fixtures = _load("_imagecluster_plugin_fixtures", HERE.parent / "plugin_api" / "conftest.py")
 
 
 def pytest_runtest_setup(item):
@@ -211,7 +207,7 @@ def sidecar_subjects(photo):
 @pytest.fixture
 def private_bus(tmp_path):
     """A private session bus where no daemon runs and none can be activated."""
-    bus = _plugin_fixtures.PrivateBus(tmp_path / "bus")
+    bus = _support_bus.PrivateBus(tmp_path / "bus")
     yield bus
     bus.stop()
 
@@ -227,26 +223,32 @@ def darktable_daemon(tmp_path_factory):
     folder = tmp_path_factory.mktemp("darktable_daemon")
     library = folder / "photos"
     photos = []
-    for seed, (name, source) in enumerate(sorted(_plugin_fixtures.PHOTOS.items())):
+    for seed, (name, source) in enumerate(sorted(_support_photos.PHOTOS.items())):
         path = library / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        _plugin_fixtures._photo_fixtures.camera_moved(_plugin_fixtures._photo_fixtures.DATA / source, seed).save(
-            path, quality=88)
+        _support_photos.camera_moved(_support_photos.DATA / source, seed).save(path, quality=88)
         photos.append(path)
+    with indexed_daemon(folder, library, len(photos)) as shared:
+        shared.photos = photos
+        yield shared
+
+
+@contextlib.contextmanager
+def indexed_daemon(folder, library, count):
+    """The real daemon on a private bus in ``folder``, watching ``library``, once it indexed ``count`` files."""
     config = folder / "daemon.toml"
     config.write_text("settle_seconds = 0.2\n")
 
     def argv(lib):
         return [sys.executable, "-m", "imagecluster", "daemon", "-v", "--library", str(lib), "--config", str(config)]
 
-    with _plugin_fixtures._shared_daemon(folder, library, argv) as shared:
+    with _support_shared.shared_daemon(folder, library, argv) as shared:
         with shared.client() as client:
-            indexed = _plugin_fixtures.until(
-                lambda: client.wait_idle(10) and client.status().indexed == len(photos),
-                what="indexing the photos",
+            indexed = _support_poll.until(
+                lambda: client.wait_idle(10) and client.status().indexed == count,
+                WORK_TIMEOUT, what="indexing the photos",
             )
         assert indexed, shared.daemon.log()
-        shared.photos = photos
         yield shared
 
 
@@ -258,6 +260,7 @@ def darktable_helpers():
 
 class _Helpers:
     Darktable = Darktable
+    indexed_daemon = staticmethod(indexed_daemon)
     lua_import = staticmethod(lua_import)
     lua_string = staticmethod(lua_string)
     sidecar_subjects = staticmethod(sidecar_subjects)

@@ -79,3 +79,33 @@ def test_tags_are_the_daemons_clusters_in_database_and_sidecars(darktable_daemon
     assert run.lines("RESULT") == ["imagecluster: no clusters at sim 1; try a lower sim"], run.stdout + run.stderr
     assert darktable.tags() == {} and darktable.tag_names() == []
     check_sidecars(shared.photos, {}, helpers.sidecar_subjects)
+
+
+EVENTS_RUN = """
+{imports}
+local result, err = require("contrib/imagecluster").events(0.7)
+print("RESULT " .. (result and result.message or "nil"))
+print("ERROR " .. tostring(err))
+"""
+
+
+def test_events_mode_tags_are_the_daemons_events(darktable_daemon, tmp_path, darktable_helpers):
+    """Issue 14: the events mode against the real daemon (ClusterEvents through `remote cluster --by events`)."""
+    shared, helpers = darktable_daemon, darktable_helpers
+    darktable = helpers.Darktable.create(
+        tmp_path / "darktable",
+        DBUS_SESSION_BUS_ADDRESS=shared.address,
+        IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
+    )
+    install_darktable_plugin(configdir=darktable.configdir)
+    with shared.client() as client:
+        events = client.cluster_events(0.7)
+    assert events and sum(len(e.photos) for e in events) == len(shared.photos)
+    run = darktable.gui(EVENTS_RUN.format(imports=helpers.lua_import(shared.photos))).check()
+    assert run.lines("ERROR") == ["nil"], run.stdout + run.stderr
+    want = {f"imagecluster|event {e.date} {n:03d}": set(e.photos) for n, e in enumerate(events, 1)}
+    assert darktable.tags("imagecluster|event") == want
+    assert darktable.tags(CLUSTER) == {}  # the other mode's tags are its own
+    assert run.lines("RESULT") == [
+        f"imagecluster: {len(shared.photos)} photos tagged in {len(events)} event{'s' if len(events) > 1 else ''} "
+        "(tag imagecluster|event)"]

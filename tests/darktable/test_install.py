@@ -138,7 +138,8 @@ def test_the_guide_quotes_the_plugins_words():
         ('"imagecluster: daemon not available: "', "imagecluster: daemon not available: "),
         ('"imagecluster is not installed: cannot run', "imagecluster is not installed: cannot run"),
         ('"imagecluster failed: "', "imagecluster failed: "),
-        ('"imagecluster: no clusters at sim %s; try a lower sim"', "imagecluster: no clusters at sim S; try a lower sim"),
+        ('"imagecluster: no clusters at sim %s; try a lower sim"',
+         "imagecluster: no clusters at sim S; try a lower sim"),
         ("of the clusters %s not in darktable's library", "of the clusters are not in darktable's library"),
         ('"imagecluster|cluster "', "imagecluster|cluster NNN"),
     ]:

@@ -1,10 +1,12 @@
 """The plugin's Lua on its own (plain lua5.4, no darktable): it compiles, sets no globals, parses JSON."""
 
 import json
+import re
 import subprocess
 
 import pytest
 
+from imagecluster.images import IMAGE_SUFFIXES, RAW_SUFFIXES
 from imagecluster.plugin_api._darktable import plugin_source
 
 pytestmark = pytest.mark.darktable
@@ -93,3 +95,16 @@ def test_decodes_every_json_value(plugin_file):
 def test_rejects_what_is_not_json(plugin_file, bad):
     [answer] = decode(plugin_file, bad)
     assert isinstance(answer, str) and answer.startswith("ERROR ") and " at byte " in answer
+
+
+def test_its_raw_and_photo_endings_are_imagecluster_s():
+    """The plugin pairs a RAW with a JPEG by file ending; its lists must be the ones imagecluster reads."""
+    source = plugin_source()
+
+    def endings(name):
+        match = re.search(name + r' = words\(((?:\s*"[^"]*"\s*\.?\.?)+)\)', source)
+        assert match, name
+        return {"." + word for word in "".join(re.findall(r'"([^"]*)"', match.group(1))).split()}
+
+    assert endings("RAW_ENDINGS") == RAW_SUFFIXES
+    assert endings("PHOTO_ENDINGS") == IMAGE_SUFFIXES - RAW_SUFFIXES

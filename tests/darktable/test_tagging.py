@@ -16,6 +16,8 @@ import sys
 import pytest
 from PIL import Image
 
+from _dng import write_dng
+
 pytestmark = pytest.mark.darktable
 
 NAMES = ["2023/dog_1.jpg", "2023/dog_2.jpg", "2024/café_ß.jpg", "2024/l'été 🐱.jpg", "2024/alone.jpg"]
@@ -132,7 +134,9 @@ def test_a_new_run_replaces_the_old_tags(tagged, photos, tmp_path):
 
 FAILURES = {
     "daemon not available": (
-        3, json.dumps({"error": "DaemonNotAvailable", "message": "the imagecluster daemon is not running", "exit_code": 3}),
+        3,
+        json.dumps({"error": "DaemonNotAvailable", "message": "the imagecluster daemon is not running",
+                    "exit_code": 3}),
         "imagecluster: error: the imagecluster daemon is not running\n",
         "imagecluster: daemon not available: the imagecluster daemon is not running",
     ),
@@ -190,3 +194,84 @@ def test_the_real_command_without_a_daemon(tagged, tmp_path, private_bus):
     assert "imagecluster install-service" in error
     assert darktable.tags() == before
 
+
+
+# RAW + JPEG pairs: the daemon lists one file of a shot, the plugin tags both
+# (real DNGs, which darktable imports as RAW files, beside real JPEGs).
+PAIR_FILES = ["IMG_0001.dng", "IMG_0001.JPG", "IMG_0002.dng", "IMG_0002.jpg", "IMG_0003.dng", "IMG_0003.jpg",
+              "IMG_0004.dng", "IMG_0004.jpg", "a.png", "a.jpg"]
+
+
+def test_both_files_of_a_raw_jpeg_shot_get_the_tag(tmp_path, darktable_helpers):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    path = {name: str(shots / name) for name in PAIR_FILES}
+    for shade, name in enumerate(PAIR_FILES):
+        picture = Image.new("RGB", (64, 48), (20 * shade, 120, 60))
+        if name.endswith(".dng"):
+            write_dng(path[name], picture)
+        else:
+            picture.save(path[name])
+    darktable = darktable_helpers.Darktable.create(tmp_path / "darktable")
+    install = subprocess.run(
+        [sys.executable, "-m", "imagecluster", "install-darktable-plugin", "--configdir", darktable.configdir],
+        env=darktable.env, capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    # IMG_0002.jpg stays out of darktable, as for a user who imports only the RAW files
+    darktable.cli(darktable_helpers.lua_import(path[n] for n in PAIR_FILES if n != "IMG_0002.jpg")).check()
+    clusters = [
+        [path["IMG_0001.JPG"], path["IMG_0002.jpg"], path["IMG_0004.dng"]],  # the JPEG of a shot, or its RAW
+        [path["a.jpg"], path["IMG_0003.jpg"]],
+        [path["IMG_0003.dng"], "/not/in/darktable.jpg"],  # a file the daemon lists itself is tagged as listed
+    ]
+    run = run_cluster(darktable, StandIn(tmp_path, answer(clusters)))
+    assert darktable.tags() == {
+        CLUSTER + "001": {path[n] for n in ("IMG_0001.JPG", "IMG_0001.dng", "IMG_0002.dng", "IMG_0004.dng",
+                                             "IMG_0004.jpg")},
+        CLUSTER + "002": {path["a.jpg"], path["IMG_0003.jpg"]},  # a.png beside a.jpg: two photos, not a shot
+        CLUSTER + "003": {path["IMG_0003.dng"]},
+    }
+    assert run.lines("RESULT") == [
+        "imagecluster: 8 photos tagged in 3 clusters at sim 0.8 (tag imagecluster); "
+        "1 photo of the clusters is not in darktable's library"
+    ]
+
+
+EVENTS_LUA = """
+local result, err = require("contrib/imagecluster").events({sim})
+print("RESULT " .. (result and result.message or "nil"))
+print("ERROR " .. tostring(err))
+"""
+
+
+def test_events_mode_tags_each_event_with_its_date(tagged, photos, tmp_path):
+    """The "group by events" button: every photo of event N gets imagecluster|event <date> NNN; cluster tags stay."""
+    darktable = tagged[0].copy(tmp_path)
+    clusters_before = darktable.tags(CLUSTER)
+    dog_1, dog_2, cafe = photos["2023/dog_1.jpg"], photos["2023/dog_2.jpg"], photos["2024/café_ß.jpg"]
+
+    def event(name, paths):
+        return {"name": name, "date": name[:10], "place": "", "start": 1.0, "end": 2.0, "photos": paths,
+                "clusters": []}
+
+    events = [event("2024-05-01_45.07N_7.69E", [dog_1, "/not/in/darktable.jpg", dog_2]),
+              event("2024-06-02_002", [cafe])]
+    stand_in = StandIn(tmp_path, json.dumps({"sim": 0.7, "events": events, "trees": []}, ensure_ascii=True))
+    run = darktable.cli(EVENTS_LUA.format(sim="0.7"), **stand_in.env).check()
+    assert stand_in.calls() == ["remote cluster --by events --sim 0.7 --json"]
+    assert darktable.tags("imagecluster|event") == {
+        "imagecluster|event 2024-05-01 001": {dog_1, dog_2},
+        "imagecluster|event 2024-06-02 002": {cafe},
+    }
+    assert darktable.tags(CLUSTER) == clusters_before  # the other mode's tags are not touched
+    assert run.lines("RESULT") == ["imagecluster: 3 photos tagged in 2 events (tag imagecluster|event); "
+                                   "1 photo of the events is not in darktable's library"]
+    # A new run replaces the event tags; an answer without events changes nothing.
+    stand_in = StandIn(tmp_path, json.dumps({"sim": 0.7, "events": [event("2024-07-01_001", [dog_2])]}))
+    darktable.cli(EVENTS_LUA.format(sim="0.7"), **stand_in.env).check()
+    assert darktable.tags("imagecluster|event") == {"imagecluster|event 2024-07-01 001": {dog_2}}
+    stand_in = StandIn(tmp_path, json.dumps({"sim": 0.7, "clusters": []}))
+    run = darktable.cli(EVENTS_LUA.format(sim="0.7"), **stand_in.env).check()
+    assert "printed JSON without events" in run.lines("ERROR")[0]
+    assert darktable.tags("imagecluster|event") == {"imagecluster|event 2024-07-01 001": {dog_2}}

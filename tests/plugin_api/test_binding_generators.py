@@ -19,6 +19,7 @@ from imagecluster.plugin_api import interface_xml
 
 from _guide import CONTRACT, DATA, RUN_TIMEOUT, code_blocks, compile_in, pkg_config, qt_moc, run_program, skip_unless
 
+
 def test_the_binding_generator_command(tmp_path):
     skip_unless(shutil.which("gdbus-codegen"), "gdbus-codegen is missing (Debian: libglib2.0-dev-bin)")
     skip_unless(shutil.which("gcc"), "gcc is missing (Debian: gcc)")

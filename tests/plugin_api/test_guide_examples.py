@@ -28,8 +28,19 @@ from imagecluster.daemon._install import install_service
 from imagecluster.plugin_api import BUS_NAME
 
 from _guide import (
-    CONTRACT, CPP, DATA, PYTHON, RUN_TIMEOUT, SHELL, VALA, code_blocks, compile_in, pkg_config,
-    qt_moc, run_program, skip_unless,
+    CONTRACT,
+    CPP,
+    DATA,
+    PYTHON,
+    RUN_TIMEOUT,
+    SHELL,
+    VALA,
+    code_blocks,
+    compile_in,
+    pkg_config,
+    qt_moc,
+    run_program,
+    skip_unless,
 )
 
 

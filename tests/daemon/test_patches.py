@@ -1,0 +1,117 @@
+"""The two repairs of third-party internals: active, checked by shape, and a plain fallback with a warning.
+
+The bugs themselves are tested by behaviour elsewhere, and those tests fail
+if a repair stops working: ``test_watch.py`` swaps watched folders with
+``renameat2(RENAME_EXCHANGE)`` (watchdog's reader thread died of it),
+``test_bus_repair.py`` fills the bus socket (dbus-fast dropped the
+connection). Here: the repair is really the one in use, and a change of the
+private API's shape (a signature, not a name) is noticed and leads to the
+stock behaviour with a logged warning, never to a crash.
+"""
+
+import asyncio
+import logging
+
+import pytest
+from dbus_fast.aio import MessageBus
+from watchdog.observers import Observer
+from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
+
+from imagecluster.daemon import _bus_repair, _watch
+from imagecluster.daemon._watch import LibraryWatcher
+
+
+def test_the_inotify_repair_is_active(tmp_path):
+    assert _watch.PATCH_PROBLEM is None and _watch.patch_problem() is None
+    watcher = LibraryWatcher([tmp_path], print)
+    watcher.start()
+    try:
+        observer = watcher._observer
+        assert isinstance(observer, _watch._Observer)
+        (emitter,) = observer.emitters
+        assert type(emitter._inotify).__name__ == "_TolerantWatchGroup"
+        assert isinstance(emitter._inotify, InotifyWatchGroup)
+    finally:
+        watcher.stop()
+
+
+@pytest.mark.parametrize("owner, name, replacement", [
+    (InotifyWatchGroup, "_remove_watch_internally", lambda self, wd, force: None),
+    (InotifyWatchGroup, "_add_callback", lambda self, path, mask: None),
+    (InotifyEmitter, "get_event_mask_from_filter", lambda self, events: 0),
+])
+def test_a_changed_watchdog_signature_is_noticed(monkeypatch, owner, name, replacement):
+    monkeypatch.setattr(owner, name, replacement)
+    problem = _watch.patch_problem()
+    assert problem is not None and name in problem
+
+
+def test_a_changed_on_thread_start_is_noticed(monkeypatch):
+    def on_thread_start(self):
+        self._inotify = None
+        self._buffer = None  # upstream started doing more here: our copy would not
+
+    monkeypatch.setattr(InotifyEmitter, "on_thread_start", on_thread_start)
+    assert "_buffer" in _watch.patch_problem()
+
+
+def test_where_the_repair_cannot_apply_the_stock_observer_watches_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(_watch, "PATCH_PROBLEM", "InotifyWatchGroup._add_callback changed")
+    watcher = LibraryWatcher([tmp_path], print)
+    with caplog.at_level(logging.WARNING, "imagecluster"):
+        watcher.start()
+    try:
+        assert type(watcher._observer) is Observer and watcher.watched == (tmp_path,)
+    finally:
+        watcher.stop()
+    assert "without imagecluster's repair (InotifyWatchGroup._add_callback changed)" in caplog.text
+
+
+def test_the_writer_repair_is_active(session_bus):
+    async def main():
+        bus = await MessageBus(bus_address=session_bus.address).connect()
+        try:
+            assert _bus_repair.patch_problem(bus) is None
+            assert _bus_repair.tolerate_full_socket(bus) is True
+            assert isinstance(bus._writer.sock, _bus_repair._FullSocketTolerant)
+            assert _bus_repair.tolerate_full_socket(bus) and not isinstance(bus._writer.sock._sock,
+                                                                              _bus_repair._FullSocketTolerant)
+            reply = await bus.introspect("org.freedesktop.DBus", "/org/freedesktop/DBus")  # still talks
+            assert reply.interfaces
+        finally:
+            bus.disconnect()
+
+    asyncio.run(main())
+
+
+class _OtherWriter:
+    """A writer of another shape: buffer_message grew an argument."""
+
+    def __init__(self, bus):
+        self.sock = object()
+
+    def write_callback(self, remove_writer=True):
+        pass
+
+    def buffer_message(self, msg, future=None, priority=0):
+        pass
+
+    def schedule_write(self, msg=None, future=None):
+        pass
+
+
+class _Bus:
+    def __init__(self, writer):
+        if writer is not None:
+            self._writer = writer
+
+
+@pytest.mark.parametrize("bus, problem", [
+    (_Bus(_OtherWriter(None)), "buffer_message"),
+    (_Bus(None), "no _writer"),
+])
+def test_a_changed_writer_is_left_alone_with_a_warning(bus, problem, caplog):
+    with caplog.at_level(logging.WARNING, "imagecluster"):
+        assert _bus_repair.tolerate_full_socket(bus) is False
+    assert problem in caplog.text and "a full socket may drop the connection" in caplog.text
+    assert getattr(bus, "_writer", None) is None or type(bus._writer.sock) is object
