@@ -18,7 +18,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,12 @@ TOOLS = ("darktable", "darktable-cli", "xvfb-run", "xauth", "luac5.4", "lua5.4")
 REQUIRE_VARIABLE = "IMAGECLUSTER_REQUIRE_DARKTABLE"
 # One darktable run; generous for a loaded CI machine (a run takes 1-5 s here).
 RUN_TIMEOUT = 300
+# Printed by the wrapper once the test's Lua code has run (without or with an error).
+LUA_DONE = "LUA DONE"
+# Seconds darktable gets to exit after LUA_DONE (it takes about one here).
+QUIT_GRACE = 60
+# Runs killed after QUIT_GRACE: listed at the end of the test session, not hidden.
+HUNG_AT_QUIT = []
 
 XMP_NAMESPACES = {
     "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
@@ -57,6 +66,15 @@ def pytest_runtest_setup(item):
     if os.environ.get(REQUIRE_VARIABLE) == "1":
         pytest.fail(f"{REQUIRE_VARIABLE}=1 but this test {message}", pytrace=False)
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how often darktable hung at quit after the Lua code had finished (and was killed)."""
+    if HUNG_AT_QUIT:
+        terminalreporter.write_sep("-", f"darktable hung at quit {len(HUNG_AT_QUIT)} time(s) after the test's Lua "
+                                        f"code had finished; killed after {QUIT_GRACE} s (darktable #17840)")
+        for argv in HUNG_AT_QUIT:
+            terminalreporter.write_line(argv)
 
 
 def lua_string(text):
@@ -92,10 +110,13 @@ class DarktableRun:
     returncode: int
     stdout: str
     stderr: str
+    #: The Lua code finished, then darktable hung on its way out and was killed (see ``Darktable._run``).
+    hung_at_quit: bool = False
 
     def check(self):
-        """This run, if darktable exited with 0 and the Lua code raised no error."""
-        assert self.returncode == 0 and "LUA ERROR" not in self.stdout + self.stderr, self.stdout + self.stderr
+        """This run, if darktable exited with 0 and the Lua code ran to its end without an error."""
+        output = self.stdout + self.stderr
+        assert self.returncode == 0 and LUA_DONE in self.stdout and "LUA ERROR" not in output, output
         return self
 
     def lines(self, prefix):
@@ -110,19 +131,21 @@ class Darktable:
     library: Path
     folder: Path
     env: dict
+    #: The log of the daemon darktable talks to, if any: shown when a run does not finish.
+    daemon_log: Callable[[], str] | None = None
 
     @classmethod
-    def create(cls, folder, **env):
+    def create(cls, folder, daemon_log=None, **env):
         folder.mkdir(parents=True, exist_ok=True)
         configdir = folder / "config"
         configdir.mkdir(exist_ok=True)
-        return cls(configdir, folder / "library.db", folder, private_env(folder / "home", **env))
+        return cls(configdir, folder / "library.db", folder, private_env(folder / "home", **env), daemon_log)
 
     def copy(self, folder):
         """The same configuration and library in ``folder``, to change without touching this one."""
         shutil.copytree(self.configdir, folder / "config")
         shutil.copy2(self.library, folder / "library.db")
-        return Darktable(folder / "config", folder / "library.db", folder, dict(self.env))
+        return Darktable(folder / "config", folder / "library.db", folder, dict(self.env), self.daemon_log)
 
     def cli(self, lua, **env):
         """Run ``lua`` in ``darktable-cli --core`` (no GUI); it also exports a tiny image, ignored."""
@@ -147,14 +170,35 @@ class Darktable:
             [str(a) for a in argv], env=dict(self.env, **env), cwd=self.folder,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )
-        try:
-            stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
-            raise AssertionError(f"darktable did not finish within {RUN_TIMEOUT} s:\n"
-                                 f"{stdout.decode(errors='replace')}{stderr.decode(errors='replace')}") from None
-        return DarktableRun(proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+        output = _Output(proc)
+        started = time.monotonic()
+        done_at = None  # when the Lua code had finished (LUA_DONE printed)
+        while proc.poll() is None:
+            now = time.monotonic()
+            if done_at is None and LUA_DONE in output.stdout():
+                done_at = now
+            if done_at is not None and now - done_at > QUIT_GRACE:
+                # The Lua code ran to its end, and darktable then did not exit: its own
+                # shutdown hang (darktable #17840, #18240: quitting soon after start). What
+                # the test checks (tags, sidecars) is written by then; say so, and go on.
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                output.finish()
+                HUNG_AT_QUIT.append(" ".join(str(a) for a in argv[:6]))
+                return DarktableRun(0, output.stdout(), output.stderr(), hung_at_quit=True)
+            if now - started > RUN_TIMEOUT:
+                # What was still running says where it waited (darktable itself, or the
+                # `imagecluster remote` it started, and so the daemon): see the daemon's log too.
+                running = _processes_of_session(proc.pid)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                output.finish()
+                log = f"\nthe daemon's log:\n{self.daemon_log()}" if self.daemon_log else ""
+                raise AssertionError(f"darktable did not finish within {RUN_TIMEOUT} s; still running:\n{running}\n"
+                                     f"{output.stdout()}{output.stderr()}{log}")
+            time.sleep(0.2)
+        output.finish()
+        return DarktableRun(proc.returncode, output.stdout(), output.stderr())
 
     def tags(self, prefix="imagecluster|"):
         """{tag name: set of photo paths} from darktable's SQLite (library.db and data.db)."""
@@ -179,12 +223,55 @@ class Darktable:
             return sorted(name for (name,) in rows)
 
 
+class _Output:
+    """A process' stdout and stderr, read as they come (so a run that hangs shows what it printed)."""
+
+    def __init__(self, proc):
+        self._proc = proc
+        self._parts = {"stdout": [], "stderr": []}
+        self._threads = [threading.Thread(target=self._read, args=(stream, self._parts[name]), daemon=True)
+                         for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, parts):
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            parts.append(chunk)
+
+    def finish(self):
+        """Wait for the last bytes once the process is gone (its pipes close)."""
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+
+    def _text(self, name):
+        return b"".join(self._parts[name]).decode("utf-8", "replace")
+
+    def stdout(self):
+        return self._text("stdout")
+
+    def stderr(self):
+        return self._text("stderr")
+
+
+def _processes_of_session(session):
+    """``ps`` lines of the processes in ``session``, with how long each has run."""
+    ps = subprocess.run(["ps", "-ww", "-o", "pid,etime,stat,wchan:20,args", "-s", str(session)],
+                        capture_output=True, text=True, check=False)
+    return ps.stdout or ps.stderr
+
+
 def _wrapped(lua, quit_gui):
-    body = f"""local dt = require "darktable"
+    # Unbuffered: on a timeout the lines printed so far are kept, not lost with the killed process.
+    body = f"""io.stdout:setvbuf("no")
+local dt = require "darktable"
 local ok, err = pcall(function()
 {lua}
 end)
 if not ok then print("LUA ERROR " .. tostring(err)) end
+print("{LUA_DONE}")
 """
     if quit_gui:
         body += "dt.gui.action('global/quit', 0, '', '', 1.0)\n"

@@ -52,6 +52,7 @@ def test_tags_are_the_daemons_clusters_in_database_and_sidecars(darktable_daemon
     shared, helpers = darktable_daemon, darktable_helpers
     darktable = helpers.Darktable.create(
         tmp_path / "darktable",
+        daemon_log=shared.daemon.log,
         DBUS_SESSION_BUS_ADDRESS=shared.address,
         IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
     )
@@ -94,6 +95,7 @@ def test_events_mode_tags_are_the_daemons_events(darktable_daemon, tmp_path, dar
     shared, helpers = darktable_daemon, darktable_helpers
     darktable = helpers.Darktable.create(
         tmp_path / "darktable",
+        daemon_log=shared.daemon.log,
         DBUS_SESSION_BUS_ADDRESS=shared.address,
         IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
     )

@@ -54,6 +54,7 @@ def test_cluster_similar_tags_dngs_and_both_files_of_a_shot(raw_daemon, tmp_path
 
     darktable = helpers.Darktable.create(
         tmp_path / "darktable",
+        daemon_log=shared.daemon.log,
         DBUS_SESSION_BUS_ADDRESS=shared.address,
         IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
     )
