@@ -556,7 +556,7 @@ class ImageClusterInterface(ServiceInterface):
         matches = []
         for library in self._indexer.available_libraries:
             with self._graphs.of(library) as graph:
-                graph.update()  # two stats when nothing was written since the last catch-up
+                graph.update(save=False)  # two stats when nothing was written; saved at stop
                 if not graph.paths or graph.dimension != vector.size:
                     continue
                 rel = os.path.relpath(own, library) if Path(own).is_relative_to(library) else None

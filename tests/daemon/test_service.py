@@ -250,6 +250,25 @@ def test_fingerprint_and_similar(library, make_service):
     run(main)
 
 
+def test_similar_finds_a_new_photo_without_saving_the_graph_each_time(library, make_service):
+    """A new photo is in the graph at the next Similar; the graph file is written at stop, not per call.
+
+    (Saving a 100,000-photo graph took longer than the search it followed.)
+    """
+    graph_file = Store(library).folder / "graph-lite0.npz"
+
+    async def main():
+        iface, _, _ = make_service()
+        assert [Path(p).name for p, _ in await call(iface, "Similar", str(library / "b1.jpg"), 0.9)] == ["b2.jpg"]
+        (library / "b3.jpg").write_bytes(b"stand-in photo")
+        Store(library).put("lite0", [("b3.jpg", 14, 0, vector(1, 0.02))])
+        matches = await call(iface, "Similar", str(library / "b1.jpg"), 0.9)
+        assert [Path(p).name for p, _ in matches] == ["b3.jpg", "b2.jpg"]
+        assert not graph_file.exists()
+
+    run(main)
+
+
 @pytest.mark.parametrize("member, args, error", [
     ("Cluster", (math.nan,), "InvalidArgument"),
     ("Cluster", (-0.1,), "InvalidArgument"),
