@@ -127,11 +127,24 @@ def run_worker(script, args, *, env=None):
     Each variant runs in its own process so that its peak RSS and its imports
     are its own.
     """
-    cmd = [sys.executable, str(script), *args]
+    cmd = [sys.executable, str(script), *map(str, args)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({proc.returncode}): {' '.join(cmd)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def package_at(commit, folder):
+    """The ``imagecluster`` package of ``commit`` (``git archive``), extracted into ``folder``; returns ``folder``.
+
+    The "before" of a benchmark: put ``folder`` first on ``PYTHONPATH``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "imagecluster"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def quiet_tensorflow():

@@ -34,7 +34,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from _common import REPO, log, real_photos
+from _common import REPO, log, package_at, real_photos
 from _daemon_run import MODEL, DaemonRun, PrivateBus, memory_mb, sigterm_as_interrupt, wait_stored
 from _synthetic import library_like
 
@@ -185,11 +184,7 @@ def run_ours(lib, rels, args, folder):
 
 
 def run_before(lib, rels, args, folder):
-    source = folder / "before-src"
-    source.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "imagecluster"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    source = package_at(args.before, folder / "before-src")
     settings = {"settle_seconds": 1.0, "worker_idle_seconds": 600}
     results = {}
     with PrivateBus(folder / "bus-before") as bus:

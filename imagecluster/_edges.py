@@ -18,7 +18,7 @@ import numpy as np
 
 from ._screen import fit_screen
 
-__all__ = ["Edges", "edges_against", "similarity_edges", "unit_rows"]
+__all__ = ["Edges", "edges_against", "row_norms", "similarity_edges", "unit_rows"]
 
 # Rows and columns of one tile: 2048 x 8192 float32 similarities = 64 MB, plus
 # an 16 MB mask. Square enough for OpenBLAS to reach its peak on 1280-d rows.
@@ -91,6 +91,30 @@ def unit_rows(fingerprints):
     norms = np.linalg.norm(points, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(points / norms)
+
+
+def row_norms(fingerprints, *, chunk_rows=8192):
+    """Each row's length exactly as :func:`unit_rows` measures it (zero rows as 1).
+
+    Kept beside a float16 matrix, they let a reader convert rows and scale
+    them without measuring them again.
+
+    Parameters
+    ----------
+    fingerprints : ndarray of shape (n_images, n_features)
+    chunk_rows : int, default=8192
+        Rows converted to float32 at once.
+
+    Returns
+    -------
+    ndarray of shape (n_images,), dtype float32
+    """
+    norms = np.empty(len(fingerprints), dtype=np.float32)
+    for start in range(0, len(norms), chunk_rows):
+        points = np.asarray(fingerprints[start : start + chunk_rows], dtype=np.float32)
+        norms[start : start + chunk_rows] = np.linalg.norm(points, axis=1)
+    norms[norms == 0] = 1.0
+    return norms
 
 
 def _hits(block, floor, mask):

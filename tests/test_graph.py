@@ -8,10 +8,10 @@ import pytest
 
 import imagecluster.graph as graph_module
 from imagecluster import Store
-from imagecluster._edges import similarity_edges, unit_rows
+from imagecluster._edges import row_norms, similarity_edges, unit_rows
 from imagecluster._library import library_clusters
 from imagecluster.cluster import cluster
-from imagecluster.graph import LibraryGraph
+from imagecluster.graph import LibraryGraph, UnitRows
 
 DIM = 24
 
@@ -223,3 +223,25 @@ def test_a_copy_keeps_its_edges_while_the_original_follows_the_store_and_each_ca
     frozen.update()  # and the copy catches up on its own, to the same graph
     assert frozen.paths == graph.paths and edge_set(frozen) == edge_set(graph)
     assert graph.clusters(0.7) == frozen.clusters(0.7) == expected(store, 0.7)
+
+
+def test_unit_rows_from_kept_lengths_are_the_rows_unit_rows_gives(tmp_path):
+    """The graph keeps row lengths between catch-ups; rows scaled by them must be bit-for-bit unit_rows'."""
+    matrix = np.random.default_rng(7).standard_normal((3000, 64)).astype(np.float16)
+    matrix[17] = 0  # a zero row stays zero
+    kept = UnitRows(matrix, row_norms(matrix, chunk_rows=1000))
+    assert np.array_equal(kept[:], unit_rows(matrix))
+    assert np.array_equal(kept[[2999, 17, 0]], unit_rows(matrix[[2999, 17, 0]]))
+    assert np.array_equal(kept[np.array([[1, 2], [3, 4]])], unit_rows(matrix[[1, 2, 3, 4]]).reshape(2, 2, 64))
+    assert np.array_equal(kept.to_array(), UnitRows(matrix).to_array())
+
+
+def test_photos_only_added_are_caught_up_as_a_fresh_build_finds_them(tmp_path):
+    """The usual catch-up (new photos only: the store appends their rows) takes a shortcut; same edges."""
+    rng = np.random.default_rng(5)
+    store, graph = indexed(tmp_path, rng, 200)
+    for step in range(4):
+        store.put("m", photos(rng, int(rng.integers(1, 12)), start=1000 + 100 * step))
+        assert graph.update() is True
+        assert edge_set(graph) == from_scratch(store)
+        assert graph.clusters(0.6) == expected(store, 0.6)
