@@ -15,6 +15,7 @@ photo has any more are removed (:meth:`ThumbnailCache.prune`).
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -150,20 +151,27 @@ class ThumbnailCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             advance = progress(len(todo)) if progress is not None else None
             workers = workers or os.cpu_count() or 1
+            # One photo per thread in flight, the next handed out only after ``advance``
+            # returned: a stop (Ctrl-C, or ``advance`` raising because the daemon stops)
+            # then waits for the decodes in hand alone. With every photo queued at once,
+            # a thread took the next one before the stop could drop it. The thumbnails
+            # already written are found by the next run (see _adopt).
+            waiting = iter(todo)
             with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="imagecluster-thumbs") as pool:
-                jobs = [pool.submit(self._make, root / photo[0], names[k]) for k, photo in todo]
-                try:
-                    for job in concurrent.futures.as_completed(jobs):
+
+                def start(count):
+                    return {pool.submit(self._make, root / photo[0], names[k])
+                            for k, photo in itertools.islice(waiting, count)}
+
+                running = start(workers)
+                while running:
+                    done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for job in done:
                         name, made = job.result()
                         index[name] = made
                         if advance is not None:
                             advance(1)
-                except BaseException:
-                    # Stopped (Ctrl-C, or ``advance`` raising because the daemon stops): drop
-                    # the queued photos rather than decode them all first. The thumbnails
-                    # already written are found by the next run (see _adopt).
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+                    running |= start(len(done))
             self._write_index(index)
         out = []
         for name in names:
