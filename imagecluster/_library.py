@@ -227,17 +227,39 @@ def library_clusters(
 ):
     """Cluster the stored fingerprints of one library; clusters of absolute Paths, largest first.
 
-    With the absolute cut at a ``sim`` at or above the graph's floor, the
-    library's similarity graph (:class:`~imagecluster.graph.LibraryGraph`,
-    kept in the store folder) is brought up to date and answers; otherwise
-    every pair is searched.
+    As :func:`relative_clusters`, each path joined to ``root``.
 
     Parameters
     ----------
     root : Path
         The library.
+    store, model_name, sim, min_size, cut, graph, progress, pair_link
+        As :func:`relative_clusters`.
+
+    Returns
+    -------
+    list of list of Path
+    """
+    groups = relative_clusters(store, model_name, sim=sim, min_size=min_size, cut=cut, graph=graph,
+                               progress=progress, pair_link=pair_link)
+    return [[root / p for p in group] for group in groups]
+
+
+def relative_clusters(
+    store, model_name, *, sim, min_size=2, cut="absolute", graph=None, progress=None, pair_link="jpeg",
+):
+    """Cluster the stored fingerprints of one library; clusters of library-relative paths, largest first.
+
+    With the absolute cut at a ``sim`` at or above the graph's floor, the
+    library's similarity graph (:class:`~imagecluster.graph.LibraryGraph`,
+    kept in the store folder) is brought up to date and answers; otherwise
+    every pair is searched. Strings, not Paths: at 100,000 photos making a
+    Path of each took longer than the clustering (the daemon joins them).
+
+    Parameters
+    ----------
     store : Store
-        Its store.
+        The library's store.
     model_name : str
     sim : float
     min_size : int, default=2
@@ -253,18 +275,16 @@ def library_clusters(
 
     Returns
     -------
-    list of list of Path
+    list of list of str
     """
     if cut == "absolute" and sim > 0:
         graph = graph if graph is not None else LibraryGraph(store, model_name)
         if sim >= graph.floor:
             graph.update(progress=progress)
-            groups = one_per_shot(graph.clusters(sim, min_size), link=pair_link, min_size=min_size)
-            return [[root / p for p in group] for group in groups]
+            return one_per_shot(graph.clusters(sim, min_size), link=pair_link, min_size=min_size)
         logger.info("sim %s is below the similarity graph's floor %s: comparing every pair of photos", sim, graph.floor)
     paths, fingerprints = store.fingerprints(model_name)
     if len(paths) == 0:
         return []
     groups = cluster(fingerprints, sim, min_size, cut=cut)
-    groups = one_per_shot([[paths[i] for i in group] for group in groups], link=pair_link, min_size=min_size)
-    return [[root / p for p in group] for group in groups]
+    return one_per_shot([[paths[i] for i in group] for group in groups], link=pair_link, min_size=min_size)

@@ -39,7 +39,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 from .. import __version__
 from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary, PhotoNotFound
-from .._library import library_clusters
+from .._library import relative_clusters
 from .._pairs import similar_shots
 from .._validation import check_sim, check_wait
 from ..events import check_hours, check_km
@@ -96,13 +96,16 @@ def _utf8(text):
 
 
 def _on_disk(root, groups, min_size):
-    """Groups without the photos that are gone, then without the groups that became too small.
+    """Groups (of paths relative to ``root``) as absolute path strings, without the photos that are gone.
+
+    Groups that became smaller than ``min_size`` are left out.
 
     The indexer stores a deletion a moment after it happened (it keeps a
     deleted photo's fingerprint for a moment, in case it was a move); an
     answer or a tree must never name a photo that is gone.
     """
-    kept = [[p for p in group if os.path.isfile(Path(root) / p)] for group in groups]
+    root = os.fspath(root)
+    kept = [[path for p in group if os.path.isfile(path := os.path.join(root, p))] for group in groups]
     return [g for g in kept if len(g) >= min_size]
 
 
@@ -531,9 +534,9 @@ class ImageClusterInterface(ServiceInterface):
         self._before_clustering(library)
         config, model = self._config, self._indexer.model_name
         with self._graphs.of(library) as graph:
-            groups = library_clusters(library, self._indexer.store(library), model, sim=sim,
-                                      min_size=config.min_size, cut=config.cut, graph=graph,
-                                      pair_link=config.pair_link, progress=self._work_progress(library))
+            groups = relative_clusters(self._indexer.store(library), model, sim=sim, min_size=config.min_size,
+                                       cut=config.cut, graph=graph, pair_link=config.pair_link,
+                                       progress=self._work_progress(library))
         groups = _on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}
