@@ -13,6 +13,7 @@ Lua code runs through ``--luacmd``, wrapped so that an error is printed
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from imagecluster.plugin_api._darktable import install_darktable_plugin
 
 # The shared test support: a private bus, a real daemon on it, the test photos, polling.
 from _support import bus as _support_bus
@@ -140,6 +143,16 @@ class Darktable:
         configdir = folder / "config"
         configdir.mkdir(exist_ok=True)
         return cls(configdir, folder / "library.db", folder, private_env(folder / "home", **env), daemon_log)
+
+    @classmethod
+    def with_plugin_for(cls, folder, shared):
+        """darktable with the plugin installed, talking to ``shared``'s daemon through the real ``remote``."""
+        darktable = cls.create(
+            folder, daemon_log=shared.daemon.log, DBUS_SESSION_BUS_ADDRESS=shared.address,
+            IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
+        )
+        install_darktable_plugin(configdir=darktable.configdir)
+        return darktable
 
     def copy(self, folder):
         """The same configuration and library in ``folder``, to change without touching this one."""

@@ -8,12 +8,7 @@ button (its registered callback), and must replace every tag of the first;
 the third finds no clusters, and must leave no tag in any sidecar.
 """
 
-import shlex
-import sys
-
 import pytest
-
-from imagecluster.plugin_api._darktable import install_darktable_plugin
 
 pytestmark = pytest.mark.darktable
 
@@ -50,13 +45,7 @@ def check_sidecars(photos, tags, sidecar_subjects):
 
 def test_tags_are_the_daemons_clusters_in_database_and_sidecars(darktable_daemon, tmp_path, darktable_helpers):
     shared, helpers = darktable_daemon, darktable_helpers
-    darktable = helpers.Darktable.create(
-        tmp_path / "darktable",
-        daemon_log=shared.daemon.log,
-        DBUS_SESSION_BUS_ADDRESS=shared.address,
-        IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
-    )
-    install_darktable_plugin(configdir=darktable.configdir)
+    darktable = helpers.Darktable.with_plugin_for(tmp_path / "darktable", shared)
     with shared.client() as client:
         first, second, third = client.cluster(0.7), client.cluster(0.1), client.cluster(1.0)
     # cats and dogs; then everything together; then nothing (1 means identical photos)
@@ -93,13 +82,7 @@ print("ERROR " .. tostring(err))
 def test_events_mode_tags_are_the_daemons_events(darktable_daemon, tmp_path, darktable_helpers):
     """Issue 14: the events mode against the real daemon (ClusterEvents through `remote cluster --by events`)."""
     shared, helpers = darktable_daemon, darktable_helpers
-    darktable = helpers.Darktable.create(
-        tmp_path / "darktable",
-        daemon_log=shared.daemon.log,
-        DBUS_SESSION_BUS_ADDRESS=shared.address,
-        IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
-    )
-    install_darktable_plugin(configdir=darktable.configdir)
+    darktable = helpers.Darktable.with_plugin_for(tmp_path / "darktable", shared)
     with shared.client() as client:
         events = client.cluster_events(0.7)
     assert events and sum(len(e.photos) for e in events) == len(shared.photos)

@@ -9,12 +9,7 @@ burst, and every file darktable holds of each shot, though the daemon lists a
 shot once (its JPEG).
 """
 
-import shlex
-import sys
-
 import pytest
-
-from imagecluster.plugin_api._darktable import install_darktable_plugin
 
 from _raw_library import write_raw_library
 
@@ -52,13 +47,7 @@ def test_cluster_similar_tags_dngs_and_both_files_of_a_shot(raw_daemon, tmp_path
         ["dng/cat_1.dng", "dng/cat_2.dng", "pairs/IMG_0002.JPG"],
     ]
 
-    darktable = helpers.Darktable.create(
-        tmp_path / "darktable",
-        daemon_log=shared.daemon.log,
-        DBUS_SESSION_BUS_ADDRESS=shared.address,
-        IMAGECLUSTER_DARKTABLE_COMMAND=f"{shlex.quote(sys.executable)} -m imagecluster",
-    )
-    install_darktable_plugin(configdir=darktable.configdir)
+    darktable = helpers.Darktable.with_plugin_for(tmp_path / "darktable", shared)
     imported = [path for name, path in sorted(files.items()) if name != "pairs/IMG_0002.JPG"]
     darktable.gui(BUTTON_RUN.format(imports=helpers.lua_import(imported))).check()
 
