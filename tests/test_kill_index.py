@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from imagecluster import Store, index_library
+from imagecluster.store import JOURNAL_NAME, _sig  # the store's own test of a file's version
 
 KILLS = 20
 
@@ -32,16 +33,16 @@ def test_index_killed_twenty_times_resumes_and_loses_nothing(make_library, tmp_p
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     rng = random.Random(3)
     stored_counts = []
-    journal = lib / ".imagecluster" / "journal.pk"
+    journal = lib / ".imagecluster" / JOURNAL_NAME
     for kill in range(KILLS):
-        before = _state(journal)
+        before = _sig(journal)
         proc = subprocess.Popen([sys.executable, "-m", "imagecluster", "index", str(lib), "--batch-size", "4"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         if kill % 2:
             # Half the kills land while photos are being stored: once this run has appended to the
             # journal, a moment later (how long start-up takes depends on the machine's load).
             deadline = time.monotonic() + 300
-            while _state(journal) == before and proc.poll() is None and time.monotonic() < deadline:
+            while _sig(journal) == before and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.5))
         else:
@@ -59,12 +60,3 @@ def test_index_killed_twenty_times_resumes_and_loses_nothing(make_library, tmp_p
     assert sorted(paths) == sorted(expected)
     assert not list((lib / ".imagecluster").glob("damaged-*"))
     assert stored_counts[-1] > 0, stored_counts  # some kills landed after photos were stored
-
-
-def _state(path):
-    """(size, mtime) of a file, or None while it does not exist."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_size, st.st_mtime_ns
