@@ -516,9 +516,8 @@ class ImageClusterInterface(ServiceInterface):
         self.ClustersWritten(os.fspath(tree), len(groups))
         if self._config.gallery:
             self._galleries.start(library, sim, tree)  # after the answer, in a thread
-        named = [[os.fspath(p) for p in group] for group in groups]
-        answer = [[p for p in group if _utf8(p)] for group in named]
-        if sum(map(len, answer)) != sum(map(len, named)):
+        answer = [[p for p in group if _utf8(p)] for group in groups]  # absolute path strings (_on_disk)
+        if sum(map(len, answer)) != sum(map(len, groups)):
             logger.warning("%s: photos whose names are not UTF-8 are left out of the answer (D-Bus strings must be "
                            "UTF-8); the tree %s holds them", library, tree)
         return [group for group in answer if group], tree
