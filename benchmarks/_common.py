@@ -134,6 +134,33 @@ def run_worker(script, args, *, env=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_alternating(script, sources, args, reps, describe):
+    """Run ``script --worker *args`` for each variant, ``reps`` rounds, the variants taking turns.
+
+    This machine's disk and CPU speed drift by several times within minutes:
+    variants run one after the other would compare two different machines.
+
+    Parameters
+    ----------
+    sources : dict of str to path-like
+        Variant name -> folder holding its ``imagecluster`` package.
+    describe : callable
+        A worker's result -> a short text for the log.
+
+    Returns
+    -------
+    dict of str to list
+        Variant name -> its workers' results, in order.
+    """
+    results: dict[str, list] = {name: [] for name in sources}
+    for rep in range(reps):
+        for name, source in sources.items():
+            result = run_worker(script, ["--worker", *args], env={**os.environ, "PYTHONPATH": str(source)})
+            log(f"{name} ({result['package']}), run {rep + 1} of {reps}: {describe(result)}")
+            results[name].append(result)
+    return results
+
+
 def package_at(commit, folder):
     """The ``imagecluster`` package of ``commit`` (``git archive``), extracted into ``folder``; returns ``folder``.
 

@@ -6,7 +6,6 @@ so an interrupted run keeps what it had done.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from ._pairs import count_pairs, one_per_shot
 from ._pipeline import DEFAULT_BATCH_SIZE, Failure, iter_fingerprint_batches, resolve_model
 from .cluster import cluster
 from .graph import LibraryGraph
-from .images import check_library, find_images
+from .images import check_library, walk_photos
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -85,12 +84,11 @@ def scan_library(root, store, model_name, *, exclude=()):
     unreadable = store.unreadable(model_name)
     present = set()
     todo = []
-    for path in find_images(root, exclude=exclude):
-        rel = path.relative_to(root).as_posix()
+    for rel, listed in walk_photos(check_library(root), exclude=exclude):
         try:
-            st = path.stat()
+            st = listed.stat()
         except OSError as exc:
-            report.failures.append(Failure(os.fspath(path), exc.strerror or str(exc)))
+            report.failures.append(Failure(listed.path, exc.strerror or str(exc)))
             continue
         present.add(rel)
         entry = known.get(rel)
@@ -98,10 +96,11 @@ def scan_library(root, store, model_name, *, exclude=()):
         if entry is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
             report.unchanged += 1
         elif bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
-            report.known_failures.append(Failure(os.fspath(path), bad.reason))
+            report.known_failures.append(Failure(listed.path, bad.reason))
         else:
             todo.append((rel, st.st_size, st.st_mtime_ns))
     report.found = len(present)
+    todo.sort(key=lambda item: item[0].split("/"))  # the order find_images gives
     gone = sorted((set(known) | set(unreadable)) - present)
     return todo, gone, report
 

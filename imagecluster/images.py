@@ -27,6 +27,7 @@ __all__ = [
     "is_image_name",
     "load_image",
     "load_image_and_thumbnail",
+    "walk_photos",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,15 @@ def is_image_name(name):
 
     Hidden files and partial downloads are not photos yet.
     """
-    name = os.fspath(name)
-    base = os.path.basename(name)
-    if base.startswith("."):
+    return _is_photo_basename(os.path.basename(os.fspath(name)))
+
+
+def _is_photo_basename(base):
+    """:func:`is_image_name` of a name without folders (as a folder listing gives it), without a path split."""
+    dot = base.rfind(".")
+    if base.startswith(".") or dot < 0:
         return False
-    suffix = os.path.splitext(base)[1].lower()
+    suffix = base[dot:].lower()
     if suffix in SIDECAR_SUFFIXES:  # edits and thumbnails beside a photo: silently not photos
         return False
     if suffix in {".heic", ".heif"} and not _HEIF_AVAILABLE:
@@ -99,23 +104,63 @@ def find_images(library, *, exclude=()):
         Absolute paths, sorted.
     """
     root = check_library(library)
+    return [Path(entry.path) for _, entry in sorted(walk_photos(root, exclude=exclude), key=_parts)]
+
+
+def _parts(item):
+    """Sort key of a :func:`walk_photos` item: the order of its path as a ``Path`` (part by part)."""
+    return item[0].split("/")
+
+
+def walk_photos(root, *, exclude=()):
+    """The photos below ``root`` by the rules of :func:`find_images`, as they are found.
+
+    Strings and ``os.DirEntry`` objects instead of sorted Paths: a daemon's
+    start-up goes through every photo of the library, and at 100,000 photos
+    making and sorting ``Path`` objects cost 4 of the 5 s it took. The
+    entry's ``stat()`` is one system call (``lstat`` never: a symlink is
+    known from the folder listing where the file system says so).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The photo folder, absolute (as :func:`check_library` returns it).
+    exclude : iterable of path-like, default=()
+        Folders to leave out.
+
+    Yields
+    ------
+    relative : str
+        The photo's path below ``root``, with ``/``.
+    entry : os.DirEntry
+        Its folder entry (``entry.path`` is absolute).
+    """
     excluded = {os.path.abspath(p) for p in exclude}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if TREE_MARKER in filenames:
-            dirnames[:] = []
-            continue
-        dirnames[:] = [
-            d
-            for d in dirnames
-            if not d.startswith(".") and os.path.join(dirpath, d) not in excluded
-        ]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if is_image_name(name) and not os.path.islink(path):
-                found.append(Path(path))
-    found.sort()
-    return found
+    folders = [("", os.fspath(root))]
+    while folders:
+        relative, folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # gone or unreadable: skipped, as os.walk does
+        kinds = [(entry, _is_dir(entry)) for entry in entries]
+        if any(entry.name == TREE_MARKER and not is_dir for entry, is_dir in kinds):
+            continue  # a cluster tree: its symlinks are not photos
+        for entry, is_dir in kinds:
+            name = entry.name
+            if is_dir:
+                if not name.startswith(".") and not entry.is_symlink() and entry.path not in excluded:
+                    folders.append((f"{relative}{name}/", entry.path))
+            elif _is_photo_basename(name) and not entry.is_symlink():
+                yield relative + name, entry
+
+
+def _is_dir(entry):
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def check_library(library):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from imagecluster import LibraryNotFound, NotAnImage
-from imagecluster.images import STORE_DIRNAME, TREE_MARKER, find_images, load_image
+from imagecluster.images import STORE_DIRNAME, TREE_MARKER, find_images, is_image_name, load_image
 
 
 def halves(width, height, left=(255, 0, 0), right=(0, 0, 255)):
@@ -125,6 +125,47 @@ def test_find_images_walks_the_library_and_skips_what_is_not_a_photo(tmp_path):
     found = find_images(lib, exclude=[lib / "mine"])
     assert [p.relative_to(lib).as_posix() for p in found] == sorted(wanted)
     assert all(p.is_absolute() for p in found)
+
+
+def _find_images_as_before(root, exclude=()):
+    """find_images as it was written before walk_photos (os.walk and Paths): the reference."""
+    excluded = {os.path.abspath(p) for p in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if TREE_MARKER in filenames:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in excluded]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if is_image_name(name) and not os.path.islink(path):
+                found.append(Path(path))
+    return sorted(found)
+
+
+def test_walk_photos_finds_what_os_walk_found_in_the_same_order(tmp_path):
+    lib = tmp_path / "lib"
+    names = ["a/b.jpg", "a-c.jpg", "a.d/e.png", "A/f.JPG", "a/z/y.jpg", "a/x.jpg", "x.jpg.xmp", "p.jpg~",
+             "deep/er/still/g.png", "deep/h.cr2", "tree/cluster_with_1/cluster_0/i.jpg", "sub/t/j.jpg",
+             ".hidden/k.jpg", "out/l.jpg", "ünïcode/m.jpg", "sp ace/n o.jpg"]
+    for name in names:
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        (lib / name).write_bytes(b"x")
+    (lib / "tree" / TREE_MARKER).write_text("{}")
+    os.symlink(lib / "tree" / TREE_MARKER, lib / "sub" / "t" / TREE_MARKER)  # a marker that is a link
+    (lib / "folder.jpg").mkdir()
+    os.mkfifo(lib / "fifo.jpg")  # listed by its name; load_image refuses it later
+    os.symlink(lib / "a" / "b.jpg", lib / "link.jpg")
+    os.symlink(lib / "a", lib / "link-folder")
+    os.symlink(lib / "nowhere", lib / "dangling.jpg")
+    expected = _find_images_as_before(lib, exclude=[lib / "out"])
+    assert find_images(lib, exclude=[lib / "out"]) == expected
+    assert "fifo.jpg" in {p.name for p in expected} and len(expected) == 11
+    from imagecluster.images import walk_photos
+
+    walked = dict(walk_photos(lib, exclude=[lib / "out"]))
+    assert {lib / rel for rel in walked} == set(expected)
+    assert all(entry.path == os.fspath(lib / rel) for rel, entry in walked.items())
 
 
 def test_find_images_needs_a_folder(tmp_path):

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._exceptions import ImageClusterError
 from .._library import scan_library
 from .._library_events import capture_items
-from ..images import TREE_MARKER, find_images, special_file_kind
+from ..images import TREE_MARKER, special_file_kind, walk_photos
 from ..store import Store
 
 __all__ = ["LibraryFolder", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves", "normalised"]
@@ -313,13 +312,17 @@ class LibraryFolder:
         parts = rel.split("/") if rel else []
         if is_hidden(self.root, parts, self.exclude) or in_cluster_tree(self.root, parts):
             return []
-        try:
-            photos = find_images(self.root.joinpath(*parts), exclude=self.exclude)
-        except (ImageClusterError, OSError):
-            return []  # gone again
+        folder = os.path.join(self.root, *parts)
+        if os.path.islink(folder):
+            return []  # a symlink to a folder: its photos do not live in the library
+        prefix = f"{rel}/" if rel else ""
         found = []
-        for photo in photos:
-            sig = file_sig(photo)
-            if sig is not None and photo.is_relative_to(self.root):
-                found.append((photo.relative_to(self.root).as_posix(), sig))
+        for sub, entry in walk_photos(folder, exclude=self.exclude):  # a folder gone again gives nothing
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((prefix + sub, (st.st_size, st.st_mtime_ns)))
+        found.sort(key=lambda item: item[0].split("/"))
         return found
