@@ -11,12 +11,15 @@ stock behaviour with a logged warning, never to a crash.
 
 import asyncio
 import logging
+import queue
 
 import pytest
 from dbus_fast.aio import MessageBus
+from watchdog.events import DirModifiedEvent
 from watchdog.observers import Observer
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 
+from imagecluster import write_tree
 from imagecluster.daemon import _bus_repair, _watch
 from imagecluster.daemon._watch import LibraryWatcher
 
@@ -65,6 +68,44 @@ def test_where_the_repair_cannot_apply_the_stock_observer_watches_with_a_warning
     finally:
         watcher.stop()
     assert "without imagecluster's repair (InotifyWatchGroup._add_callback changed)" in caplog.text
+
+
+def test_a_changed_build_and_queue_event_is_noticed(monkeypatch):
+    def build_and_queue_event(self, event, *, full_events=False):
+        self.queue_event(DirModifiedEvent("/"))  # upstream queues a move otherwise now
+
+    monkeypatch.setattr(InotifyEmitter, "build_and_queue_event", build_and_queue_event)
+    assert "build_and_queue_event" in _watch.patch_problem()
+
+
+def test_stock_watchdog_still_walks_a_tree_swapped_in(tmp_path, monkeypatch):
+    """Why the emitter's part of the repair exists: without it, one change per link reaches the sink."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    photos = [tmp_path / f"p{k}.jpg" for k in range(100)]
+    write_tree([photos[k:k + 2] for k in range(0, 100, 2)], lib / "clusters")
+    counted = {"stock": 0, "repaired": 0}
+    for variant in ("stock", "repaired"):
+        # Stock watchdog's reader thread dies of the exchange (the other repair), so
+        # "stock" here is the repaired observer with watchdog's own build_and_queue_event.
+        if variant == "stock":
+            monkeypatch.setattr(_watch._Emitter, "_queue_tree_move", lambda self, event: False)
+        else:
+            monkeypatch.undo()
+        changes = queue.Queue()
+        watcher = LibraryWatcher([lib], changes.put)
+        watcher.start()
+        try:
+            write_tree([photos[k:k + 4] for k in range(0, 100, 4)] + [[tmp_path / variant]], lib / "clusters")
+            while True:
+                try:
+                    changes.get(timeout=1.5)
+                except queue.Empty:
+                    break
+                counted[variant] += 1
+        finally:
+            watcher.stop()
+    assert counted["stock"] >= 100 and counted["repaired"] <= 12, counted
 
 
 def test_the_writer_repair_is_active(session_bus):

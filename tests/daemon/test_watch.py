@@ -221,3 +221,41 @@ def test_start_skips_missing_roots_and_runs_once(tmp_path):
 )
 def test_is_ignored_name(name, is_directory, ignored):
     assert is_ignored_name(name, is_directory=is_directory) is ignored
+
+
+def _drain(recorder, quiet=1.5):
+    """Every change the recorder gets until none came for ``quiet`` seconds."""
+    seen = []
+    while True:
+        try:
+            seen.append(recorder.queue.get(timeout=quiet))
+        except queue.Empty:
+            return seen
+
+
+def test_a_tree_swapped_in_is_one_change_not_one_per_photo(watched):
+    # watchdog walks a folder moved in and queues an event for each thing inside:
+    # a tree of 300 links would be 300 changes for the indexer at every Cluster call.
+    lib, rec, watcher = watched
+    photos = [lib / "sub" / f"p{i:03d}.jpg" for i in range(300)]
+    for photo in photos:
+        shutil.copy(DATA / "cat.jpg", photo)
+    assert rec.until(photos[-1])
+    _drain(rec, quiet=0.5)
+    write_tree([photos[i:i + 3] for i in range(0, 300, 3)], lib / "clusters")
+    write_tree([photos[i:i + 2] for i in range(0, 300, 2)], lib / "clusters")  # swapped in place
+    changes = _drain(rec)
+    # The tree's folder appearing, and its cluster_with_<N> folders going with the old
+    # tree (watchdog still names them by the old path): never a photo's link.
+    tree = lib / "clusters"
+    assert changes and all(tree in (c.path, c.path.parent) for c in changes), changes
+    assert len(changes) <= 12, changes
+    # a folder of photos moved in is still walked: its photos are new to the library
+    (lib / "trip").mkdir()
+    elsewhere = lib.parent / "card"
+    elsewhere.mkdir()
+    for k in range(3):
+        shutil.copy(DATA / "dog.jpg", elsewhere / f"d{k}.jpg")
+    os.rename(elsewhere, lib / "trip" / "card")
+    changes = _drain(rec)
+    assert {lib / "trip" / "card" / f"d{k}.jpg" for k in range(3)} <= {c.path for c in changes}
