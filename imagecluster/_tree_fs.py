@@ -19,7 +19,15 @@ import socket
 from ._exceptions import TreeError
 from .images import TREE_MARKER
 
-__all__ = ["OWN_FILES", "new_folder", "remove_abandoned_staging", "remove_tree", "swap_in", "write_marker"]
+__all__ = [
+    "OWN_FILES",
+    "clear_old_tree",
+    "new_folder",
+    "remove_abandoned_staging",
+    "remove_tree",
+    "swap_in",
+    "write_marker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +71,46 @@ def write_marker(root, marker):
 
 
 def swap_in(staging, out):
-    """Make ``staging`` the tree at ``out`` and clear the old tree (kept aside if it holds foreign files)."""
+    """Make ``staging`` the tree at ``out``; where the old tree is now (to clear), or None if there was none.
+
+    Nothing is removed here: once this returns, the new tree is in place and
+    a failure to clear the old one (:func:`clear_old_tree`) must not undo it.
+    """
     if not out.exists():
         try:
             os.rename(staging, out)
         except OSError as exc:
             raise TreeError(f"cannot move the new cluster tree to {out}: {exc.strerror or exc}") from exc
-        return
+        return None
     if _exchange(staging, out):
-        old = staging  # after the exchange, the staging name holds the old tree
-    else:
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        try:
-            os.rename(out, old)
-            os.rename(staging, out)
-        except OSError as exc:
-            raise TreeError(f"cannot replace the cluster tree at {out}: {exc.strerror or exc}") from exc
-    if not remove_tree(old):
+        return staging  # after the exchange, the staging name holds the old tree
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    try:
+        os.rename(out, old)
+    except OSError as exc:
+        raise TreeError(f"cannot replace the cluster tree at {out}: {exc.strerror or exc}") from exc
+    try:
+        os.rename(staging, out)
+    except OSError as exc:
+        os.rename(old, out)  # the old tree back where it was
+        raise TreeError(f"cannot replace the cluster tree at {out}: {exc.strerror or exc}") from exc
+    return old
+
+
+def clear_old_tree(old, out):
+    """Remove the old tree now at ``old``; set it aside beside ``out`` if it holds files imagecluster did not write.
+
+    The new tree is already in place: a failure here is logged, not raised.
+    """
+    try:
+        if remove_tree(old):
+            return
         kept = out.with_name(f"{out.name}.kept-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         os.rename(old, kept)
-        logger.warning(
-            "the old cluster tree held files imagecluster did not write; they are kept in %s", kept
-        )
+    except OSError as exc:
+        logger.warning("the new cluster tree is at %s; the old one could not be cleared from %s: %s", out, old, exc)
+        return
+    logger.warning("the old cluster tree held files imagecluster did not write; they are kept in %s", kept)
 
 
 def _exchange(a, b):

@@ -126,13 +126,14 @@ class Carry:
             return False
 
     def move(self, staging, relative):
-        """Move the old folder carried over as ``relative`` into ``staging``; False if it has gone."""
+        """Move the old folder carried over as ``relative`` into ``staging``; False if it could not be moved."""
         source = os.path.join(self.old, self.moves[relative])
         target = os.path.join(staging, relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
             os.rename(source, target)
-        except FileNotFoundError:
+        except OSError as exc:  # gone meanwhile, or not movable (another file system): written afresh
+            logger.debug("cannot move %s into the new tree (%s); writing it afresh", source, exc)
             return False
         self.moved.append((source, target))
         return True

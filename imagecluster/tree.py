@@ -28,7 +28,15 @@ import os
 from pathlib import Path
 
 from ._exceptions import InvalidParameter, NotOurTree, TreeError
-from ._tree_fs import STAGING_INFIX, new_folder, remove_abandoned_staging, remove_tree, swap_in, write_marker
+from ._tree_fs import (
+    STAGING_INFIX,
+    clear_old_tree,
+    new_folder,
+    remove_abandoned_staging,
+    remove_tree,
+    swap_in,
+    write_marker,
+)
 from ._tree_reuse import Carry, link_names, write_index
 from .images import TREE_MARKER
 
@@ -207,12 +215,14 @@ def _write(out, folders, info, count, what="clusters"):
             if carry is not None and carry.moves:
                 _carry_over(out, staging, folders, carry)
             write_index(staging, folders)
-            swap_in(staging, out)
+            old = swap_in(staging, out)
         except BaseException:
             if carry is not None:
                 carry.undo()
             remove_tree(staging)
             raise
+        if old is not None:
+            clear_old_tree(old, out)
     return out
 
 

@@ -138,6 +138,27 @@ def test_a_failed_rewrite_puts_the_moved_folders_back(clusters, tmp_path, monkey
     assert links(out) == links(fresh)
 
 
+def test_an_old_tree_that_cannot_be_cleared_leaves_the_new_tree_whole(clusters, tmp_path, monkeypatch, caplog):
+    from imagecluster import _tree_fs
+
+    out = tmp_path / "tree"
+    write_tree(clusters, out)
+    grown = clusters + [[os.fspath(tmp_path / "new.jpg")]]
+
+    def cannot(root):
+        raise PermissionError(13, "Permission denied", os.fspath(root))
+
+    monkeypatch.setattr(_tree_fs, "remove_tree", cannot)
+    write_tree(grown, out)  # the swap happened: no error, nothing moved back
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh"
+    write_tree(grown, fresh)
+    assert links(out) == links(fresh)
+    assert "the old one could not be cleared" in caplog.text
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".tree.new-")]
+    assert len(left) == 1 and json.loads((left[0] / TREE_MARKER).read_text())["digest"] is None
+
+
 def test_a_writer_killed_while_carrying_over_leaves_a_tree_the_next_write_mends(clusters, tmp_path):
     """A real process dies (os._exit) after moving three folders; no clean-up of its own runs."""
     out = tmp_path / "tree"
