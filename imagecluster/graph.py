@@ -348,7 +348,7 @@ class LibraryGraph:
         rows = UnitRows(view.matrix, norms)
         if len(new_rows) > n // 2:  # mostly new: one search of every pair is half the work
             logger.info("searching similar pairs among %d photos (floor %s)", n, self.floor)
-            report = None if progress is None else (lambda done, total: progress(round(n * done / total), n))
+            report = None if progress is None else (lambda done, total: progress(round(n * done / max(total, 1)), n))
             self.exact = n <= self.approximate_above
             search = similarity_edges if self.exact else approximate_edges
             edges = search(rows.to_array(), self.floor, progress=report)

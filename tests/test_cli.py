@@ -37,6 +37,16 @@ def test_index_only(burst_library):
     assert not (burst_library / "clusters").exists()
 
 
+def test_a_library_of_one_photo(make_library, tmp_path):
+    # Its first comparison has no pair to search; its progress report divided by zero.
+    lib = make_library({"only.jpg": "cat.jpg"})
+    for command in ("cluster", "index"):
+        result = run(command, lib)
+        assert result.returncode == 0, result.stderr
+        assert "1 photo" in result.stdout and "Traceback" not in result.stderr
+    assert "no clusters at this sim" in run("cluster", lib).stdout
+
+
 @pytest.mark.parametrize("sim", ["1.5", "-0.2", "nan", "high"])
 def test_bad_sim_is_a_usage_error(burst_library, sim):
     result = run("cluster", burst_library, "--sim", sim)

@@ -185,6 +185,16 @@ def test_a_first_build_reports_progress_in_photos(tmp_path):
     assert seen == []  # loaded from its file: nothing to search, nothing to report
 
 
+def test_a_first_build_of_one_photo_reports_progress_without_dividing_by_zero(tmp_path):
+    # A library of one photo: no pair to search (imagecluster index of it ended in a ZeroDivisionError).
+    store = Store(tmp_path)
+    store.put("m", photos(np.random.default_rng(7), 1))
+    seen = []
+    graph = LibraryGraph(store, "m")
+    graph.update(progress=lambda done, total: seen.append((done, total)))
+    assert all(total == 1 for _, total in seen) and len(graph.edges) == 0 and graph.paths
+
+
 def test_an_approximate_first_build_is_kept_as_such_and_never_holds_a_false_pair(tmp_path, caplog):
     rng = np.random.default_rng(7)
     store = Store(tmp_path)
