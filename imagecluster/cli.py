@@ -29,8 +29,10 @@ from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
 from ._validation import DEFAULT_BATCH_SIZE, MAX_WAIT_SECONDS, check_sim, check_timeout, check_wait
 from .cluster import CUTS, DEFAULT_SIM
+from .graph import LibraryGraph
 from .images import check_library
 from .models import DEFAULT_MODEL, MODEL_NAMES
+from .store import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -251,6 +253,10 @@ def _run_index(args):
                                           path_map=dask["path_map"], progress=bar)
         else:
             report = index_library(root, model=args.model, batch_size=args.batch_size, progress=bar)
+    # The similarity graph too: else the first Cluster after this (the daemon's, or a cluster
+    # run's) searches every pair of photos then, a minute and a half at 100,000 photos.
+    with ProgressBar(f"comparing the photos of {root.name or root}", enabled=not args.quiet) as bar:
+        LibraryGraph(Store(root), report.model).update(progress=bar.update)
     _print_report(report, list_all=args.verbose > 0)
     return EXIT_OK
 

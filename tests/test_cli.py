@@ -35,6 +35,15 @@ def test_index_only(burst_library):
     assert result.returncode == 0, result.stderr
     assert "6 new" in result.stdout
     assert not (burst_library / "clusters").exists()
+    # the similarity graph is kept up to date too: the next Cluster does not search every pair
+    from imagecluster.graph import LibraryGraph
+    from imagecluster.store import Store
+
+    graph = LibraryGraph(Store(burst_library), "lite0")
+    assert graph.file.is_file()
+    saved = graph.file.stat().st_mtime_ns
+    assert graph.update() is False and graph.file.stat().st_mtime_ns == saved  # taken as it is
+    assert len(graph.paths) == 6
 
 
 def test_a_library_of_one_photo(make_library, tmp_path):
