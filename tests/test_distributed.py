@@ -240,13 +240,24 @@ def test_dask_worker_processes_give_the_local_fingerprints(scheduler, reference,
     assert {rel: u.reason for rel, u in Store(lib).unreadable(MODEL).items()} == reference.unreadable
 
 
+def _as_in_the_foreground():
+    """Ctrl-C reaches the child, as it does a command a person starts.
+
+    A shell starts a background job (as pytest may be started) with SIGINT
+    ignored, the child inherits that, and Python then never raises
+    KeyboardInterrupt: the Ctrl-C case would fail for the way it was run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_the_client_killed_mid_run_resumes_with_what_is_missing(scheduler, tmp_path, how):
     lib = _make_photos(tmp_path / "photos", 60)
     journal = lib / ".imagecluster" / "journal.pk"
     command = [sys.executable, "-m", "imagecluster", "index", str(lib), "-q", "--scheduler", scheduler,
                "--batch-size", "1"]
-    client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_as_in_the_foreground)
     try:
         deadline = time.monotonic() + 180
         # The journal's first append is its base record alone; kill once fingerprints follow it.
