@@ -7,10 +7,10 @@ measured, while one ``rename`` of a folder whose photos did not change costs
 leaf folder's photos; the next write looks each of its folders up there and
 moves a match from the old tree into the new one instead of writing it again.
 
-What is moved is checked first: a real folder (not a symlink) holding exactly
-the link names the new folder would hold. A folder a person changed (a file
-added, a link removed) is written afresh, and the old one stays in the old
-tree, which keeps such files as before. Link targets are not read back (that
+What is moved is checked first: a real folder (not a symlink, nor below one)
+holding symlinks only, exactly the names the new folder would hold. A folder
+a person changed (a file added, a link removed) is written afresh, and the
+old one stays in the old tree, which keeps such files as before. Link targets are not read back (that
 would cost what the move saves): a link replaced by hand with another of the
 same name would be carried over.
 """
@@ -105,6 +105,7 @@ class Carry:
         self.old = os.fspath(old)
         self.moves = {}
         self.moved = []
+        self._links = {}  # relative folder -> whether it is or lies below a symlink
         index = read_index(self.old)
         if not index:
             return
@@ -115,15 +116,35 @@ class Carry:
         logger.debug("%s: %d of %d folders carried over", self.old, len(self.moves), len(folders))
 
     def _unchanged(self, relative, photos):
-        path = os.path.join(self.old, relative)
+        """Whether the old tree's ``relative`` is one of its folders holding exactly these links, and only links.
+
+        Only links: a folder holding a real file is never moved, so a
+        person's photos never are, whatever the index says.
+        """
         if os.path.isabs(relative) or ".." in relative.split(os.sep):
             return False  # never move anything from outside the old tree
+        path = os.path.join(self.old, relative)
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
+            if not stat.S_ISDIR(os.lstat(path).st_mode) or self._through_a_link(os.path.dirname(relative)):
                 return False
-            return sorted(os.listdir(path)) == sorted(link_names(photos))
+            with os.scandir(path) as listing:
+                entries = list(listing)
+            if not all(entry.is_symlink() for entry in entries):
+                return False
         except OSError:
             return False
+        return sorted(entry.name for entry in entries) == sorted(link_names(photos))
+
+    def _through_a_link(self, relative_folder):
+        """Whether a folder on the way from the old tree's top to ``relative_folder`` is a symlink."""
+        if not relative_folder:
+            return False
+        known = self._links.get(relative_folder)
+        if known is None:
+            known = self._through_a_link(os.path.dirname(relative_folder)) or os.path.islink(
+                os.path.join(self.old, relative_folder))
+            self._links[relative_folder] = known
+        return known
 
     def move(self, staging, relative):
         """Move the old folder carried over as ``relative`` into ``staging``; False if it could not be moved."""

@@ -97,6 +97,33 @@ def test_an_index_naming_folders_outside_the_tree_moves_nothing_of_theirs(cluste
     assert (outside / "IMG_0.jpg").read_text() == "a file of the user"
 
 
+def test_a_folder_of_real_files_or_one_reached_through_a_link_is_never_moved(clusters, tmp_path):
+    # Whatever the index says: a person's photos are never moved, even named as the links would be.
+    out = tmp_path / "tree"
+    write_tree(clusters, out)
+    single = out / "cluster_with_1" / "cluster_0"
+    (link,) = os.listdir(single)
+    os.unlink(single / link)
+    (single / link).write_bytes(b"a real photo in place of the link")
+    mine = tmp_path / "mine"  # a folder of the user's, put in place of a size folder
+    mine.mkdir()
+    for name in os.listdir(out / "cluster_with_2" / "cluster_0"):
+        (mine / name).write_bytes(b"a photo of mine")
+    old_size_folder = tmp_path / "size-2-before"
+    os.rename(out / "cluster_with_2", old_size_folder)
+    os.symlink(mine, out / "cluster_with_2")
+    (mine / "cluster_0").mkdir()
+    for name in os.listdir(old_size_folder / "cluster_0"):
+        os.symlink(os.readlink(old_size_folder / "cluster_0" / name), mine / "cluster_0" / name)
+    write_tree(clusters + [[os.fspath(tmp_path / "new.jpg")]], out)
+    assert sorted(os.listdir(mine / "cluster_0")) == sorted(os.listdir(old_size_folder / "cluster_0"))
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("tree.kept-")]
+    assert len(kept) == 1 and (kept[0] / "cluster_with_1" / "cluster_0" / link).read_bytes().startswith(b"a real")
+    fresh = tmp_path / "fresh"
+    write_tree(clusters + [[os.fspath(tmp_path / "new.jpg")]], fresh)
+    assert links(out) == links(fresh)
+
+
 def test_a_tree_without_an_index_or_with_a_broken_one_is_rewritten_whole(clusters, tmp_path):
     out = tmp_path / "tree"
     fresh = tmp_path / "fresh"
