@@ -10,9 +10,9 @@ moves a match from the old tree into the new one instead of writing it again.
 What is moved is checked first: a real folder (not a symlink, nor below one)
 holding symlinks only, exactly the names the new folder would hold. A folder
 a person changed (a file added, a link removed) is written afresh, and the
-old one stays in the old tree, which keeps such files as before. Link targets are not read back (that
-would cost what the move saves): a link replaced by hand with another of the
-same name would be carried over.
+old one stays in the old tree, which keeps such files as before. Link
+targets are not read back (that would cost what the move saves): a link
+replaced by hand with another of the same name would be carried over.
 """
 
 import hashlib
@@ -21,7 +21,7 @@ import logging
 import os
 import stat
 
-__all__ = ["INDEX_NAME", "Carry", "folder_key", "link_names", "read_index", "write_index"]
+__all__ = ["INDEX_NAME", "Carry", "folder_key", "leaf_keys", "link_names", "read_index", "write_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,14 @@ def link_names(photos):
     return names
 
 
-def leaves(folders):
-    """The folders (relative paths) no other folder of the tree lies inside."""
+def leaf_keys(folders):
+    """``{relative folder: folder_key}`` of the folders no other folder of the tree lies inside.
+
+    Computed once per write: the index written and the look-up in the old
+    tree's index both use it.
+    """
     parents = {os.path.dirname(relative) for relative, _ in folders}
-    return [(relative, photos) for relative, photos in folders if relative not in parents]
+    return {relative: folder_key(photos) for relative, photos in folders if relative not in parents}
 
 
 def read_index(tree):
@@ -74,9 +78,9 @@ def read_index(tree):
     return folders if isinstance(folders, dict) else {}
 
 
-def write_index(tree, folders):
-    """Record the key of each leaf folder of ``folders`` ((relative, photos) pairs) in ``tree``."""
-    index = {folder_key(photos): relative for relative, photos in leaves(folders)}
+def write_index(tree, keys):
+    """Record ``keys`` (:func:`leaf_keys` of the tree's folders) in ``tree``, as ``{key: relative folder}``."""
+    index = {key: relative for relative, key in keys.items()}
     with open(os.path.join(tree, INDEX_NAME), "w", encoding="utf-8") as file:
         json.dump({"version": _INDEX_VERSION, "folders": index}, file, separators=(",", ":"))
 
@@ -90,6 +94,8 @@ class Carry:
         The tree being replaced (imagecluster's own).
     folders : list of (str, list of str)
         The new tree's folders: relative path and photos.
+    keys : dict of str to str
+        :func:`leaf_keys` of ``folders``.
 
     Attributes
     ----------
@@ -101,7 +107,7 @@ class Carry:
         :meth:`undo`.
     """
 
-    def __init__(self, old, folders):
+    def __init__(self, old, folders, keys):
         self.old = os.fspath(old)
         self.moves = {}
         self.moved = []
@@ -109,9 +115,10 @@ class Carry:
         index = read_index(self.old)
         if not index:
             return
-        for relative, photos in leaves(folders):
-            previous = index.get(folder_key(photos))
-            if previous is not None and self._unchanged(previous, photos):
+        photos_of = dict(folders)
+        for relative, key in keys.items():
+            previous = index.get(key)
+            if previous is not None and self._unchanged(previous, photos_of[relative]):
                 self.moves[relative] = previous
         logger.debug("%s: %d of %d folders carried over", self.old, len(self.moves), len(folders))
 

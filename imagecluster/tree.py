@@ -37,7 +37,7 @@ from ._tree_fs import (
     swap_in,
     write_marker,
 )
-from ._tree_reuse import Carry, link_names, write_index
+from ._tree_reuse import Carry, leaf_keys, link_names, write_index
 from .images import TREE_MARKER
 
 __all__ = ["check_tree_folder", "is_own_tree", "write_event_tree", "write_tree"]
@@ -209,12 +209,13 @@ def _write(out, folders, info, count, what="clusters"):
             staging = new_folder(out.parent, f".{out.name}{STAGING_INFIX}")
         except OSError as exc:
             raise TreeError(f"cannot create the cluster tree beside {out}: {exc.strerror or exc}") from exc
-        carry = Carry(out, folders) if is_own_tree(out) else None
+        keys = leaf_keys(folders)
+        carry = Carry(out, folders, keys) if is_own_tree(out) else None
         try:
             _fill(staging, folders, info, count, what, carry)
             if carry is not None and carry.moves:
                 _carry_over(out, staging, folders, carry)
-            write_index(staging, folders)
+            write_index(staging, keys)
             old = swap_in(staging, out)
         except BaseException:
             if carry is not None:
