@@ -5,14 +5,24 @@ One of three parts of :mod:`imagecluster.store`'s I/O-free core: the formats
 checks of what callers pass (:mod:`imagecluster._validation`). The store does
 the file I/O, locking and logging around them.
 
-Snapshot (``fingerprints.pk``): a pickle of builtins only, built by
-:meth:`~imagecluster._store_state.StoreState.to_snapshot` and checked by
-:meth:`~imagecluster._store_state.StoreState.from_snapshot`::
+Snapshot (``fingerprints.pk``), version 2: a pickle of builtins only (the
+header), built by :meth:`~imagecluster._store_state.StoreState.to_snapshot`
+and checked by :meth:`~imagecluster._store_state.StoreState.from_snapshot`,
+then zero bytes up to the next multiple of :data:`ALIGN`, then each model's
+matrix, raw::
 
-    {"format": "imagecluster-store", "version": 1, "token": bytes,
+    {"format": "imagecluster-store", "version": 2, "token": bytes,
      "models": {name: {"dim": d, "dtype": "float16", "paths": [...],
                        "sizes": [...], "mtimes": [...],
-                       "data": bytes of the (n, d) little-endian array}}}
+                       "offset": where the (n, d) little-endian array starts,
+                                 counted from the end of the header's padding}}}
+
+The matrices are outside the pickle so that a store can map them instead of
+reading them (:mod:`imagecluster._mapped`): a million photos' 2.6 GB then
+cost no copy to load and need not stay resident. Each starts at a multiple
+of :data:`ALIGN` (:func:`region_layout`). Version 1 snapshots, written before,
+are the same header with each matrix inline as ``"data": bytes``; they are
+read as ever and written as version 2 at the next compaction.
 
 Journal: the journal (``journal.pk``) is a sequence of records, each framed as::
 
@@ -64,12 +74,15 @@ import numpy as np
 from ._capture import capture_problem
 
 __all__ = [
-    "DTYPES", "BadRecord", "SafeUnpickler", "all_finite", "all_relpaths", "encode", "is_relpath", "iter_records",
-    "safe_load",
+    "ALIGN", "DTYPES", "BadRecord", "SafeUnpickler", "all_finite", "all_relpaths", "align", "encode", "is_relpath",
+    "iter_records", "region_layout", "safe_load",
 ]
 
 FORMAT = "imagecluster-store"
-VERSION = 1
+VERSION = 2  # the snapshot version written
+READ_VERSIONS = (1, 2)
+#: Matrices in a snapshot start at multiples of this (a page), each mappable on its own.
+ALIGN = 4096
 
 HEADER = struct.Struct("<II")
 DTYPES: dict[str, np.dtype] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
@@ -129,6 +142,20 @@ def safe_load(file):
         ``EOFError``, ``ValueError``, ``MemoryError``, ...); callers wrap it.
     """
     return SafeUnpickler(file).load()
+
+
+def align(offset):
+    """The first multiple of :data:`ALIGN` at or after ``offset``."""
+    return -(-offset // ALIGN) * ALIGN
+
+
+def region_layout(sizes):
+    """Offsets of regions of ``sizes`` bytes laid one after another, each at a multiple of :data:`ALIGN`."""
+    offsets, end = [], 0
+    for size in sizes:
+        offsets.append(end)
+        end = align(end + size)
+    return offsets
 
 
 def is_relpath(path):

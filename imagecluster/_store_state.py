@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._capture import Capture, capture_problem
-from ._journal import DTYPES, FORMAT, VERSION, all_finite, all_relpaths
+from ._journal import DTYPES, FORMAT, READ_VERSIONS, VERSION, all_finite, all_relpaths, region_layout
 
 __all__ = ["Captured", "Entry", "ModelMatrix", "StoreState", "Unreadable"]
 
@@ -34,37 +34,50 @@ class ModelMatrix:
     out is never changed afterwards: the next change of an existing row
     copies the matrix first (copy on write); appending a row does not touch
     the rows a view shows.
+
+    A matrix loaded from a snapshot is the snapshot's own read-only bytes (a
+    mapping of its file: no copy). The first change copies it into memory
+    from ``allocate`` with room to grow.
     """
 
-    __slots__ = ("dim", "matrix", "shared", "paths", "rows", "entries")
+    __slots__ = ("dim", "matrix", "owned", "shared", "paths", "rows", "entries", "allocate")
 
-    def __init__(self, dim, matrix, paths, entries):
+    def __init__(self, dim, matrix, paths, entries, *, owned=True, allocate=np.empty):
         self.dim = dim
-        self.matrix = matrix  # (capacity, dim), writable; rows [0, len(paths)) are live
+        self.matrix = matrix  # (capacity, dim); rows [0, len(paths)) are live
+        self.owned = owned  # writable and ours; False while it is a loaded snapshot's bytes
         self.shared = False  # a view of the live rows was handed out
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
         self.entries = entries  # path -> Entry
+        self.allocate = allocate  # (shape, dtype) -> writable array, for copies
 
     @property
     def used(self):
         return len(self.paths)
 
+    def _copy(self, capacity):
+        matrix = self.allocate((capacity, self.dim), self.matrix.dtype)
+        matrix[: self.used] = self.matrix[: self.used]
+        self.matrix, self.owned, self.shared = matrix, True, False
+
+    def _headroom(self):
+        """Rows for a copy: a loaded snapshot gets 1/8 more room than it holds, a full matrix grows by half."""
+        return self.used + max(16, self.used // 2 if self.owned else self.used // 8)
+
     def _own(self):
-        """Copy the matrix before changing a row that a handed-out view shows."""
-        if self.shared:
-            self.matrix = self.matrix.copy()
-            self.shared = False
+        """Copy the matrix before changing a row that a handed-out view (or the snapshot) shows."""
+        if not self.owned:
+            self._copy(self._headroom())
+        elif self.shared:
+            self._copy(len(self.matrix))
 
     def put(self, path, size, mtime_ns, vector):
         row = self.rows.get(path)
         if row is None:
             row = self.used
-            if row >= len(self.matrix):  # grow by half: amortised O(1) per photo
-                capacity = max(16, len(self.matrix) + len(self.matrix) // 2)
-                matrix = np.empty((capacity, self.dim), self.matrix.dtype)
-                matrix[:row] = self.matrix[:row]
-                self.matrix, self.shared = matrix, False
+            if not self.owned or row >= len(self.matrix):  # growth by a share: amortised O(1) per photo
+                self._copy(self._headroom())
             self.rows[path] = row
             self.paths.append(path)
         else:
@@ -109,6 +122,23 @@ class ModelMatrix:
         return list(self.paths), matrix
 
 
+def _row_chunks(m, paths, dtype, rows=8192):
+    """A model's rows in the order of ``paths``, as bytes, ``rows`` at a time."""
+    for start in range(0, len(paths), rows):
+        yield m.take(paths[start : start + rows]).astype(dtype, copy=False).tobytes()
+
+
+def _region(name, model, regions):
+    """A version 2 model's matrix bytes: ``n * dim * itemsize`` bytes of ``regions`` from its offset."""
+    offset, dim, dtype, paths = (model.get(k) for k in ("offset", "dim", "dtype", "paths"))
+    if type(offset) is not int or type(dim) is not int or type(paths) is not list or dtype not in DTYPES:
+        raise ValueError(f"model {name!r}: bad offset, dim, dtype or paths")
+    end = offset + len(paths) * dim * DTYPES[dtype].itemsize
+    if offset < 0 or dim <= 0 or end > len(regions):
+        raise ValueError(f"model {name!r}: its matrix lies outside the file ({end} bytes needed, {len(regions)} there)")
+    return regions[offset:end]
+
+
 class Unreadable(NamedTuple):
     """A file that could not be read as a photo, at the size and mtime it had then."""
 
@@ -128,28 +158,46 @@ class Captured(NamedTuple):
 class StoreState:
     """The store's content in memory, free of I/O: models, unreadable files and the snapshot token."""
 
-    def __init__(self, dtype, token=None):
+    def __init__(self, dtype, token=None, allocate=np.empty):
         self.dtype = dtype
         self.token = token
+        self.allocate = allocate  # (shape, dtype) -> writable array: where matrices go when they change
         self.models = {}
         self.failed = {}  # model -> {path: Unreadable}
         self.captures = {}  # path -> Captured, for every model
 
     @classmethod
-    def from_snapshot(cls, obj, dtype):
-        """Check an unpickled snapshot and build a state; ValueError says why not."""
+    def from_snapshot(cls, obj, dtype, regions=b"", allocate=np.empty):
+        """Check an unpickled snapshot header and build a state; ValueError says why not.
+
+        Parameters
+        ----------
+        obj : object
+            The unpickled header.
+        dtype : numpy.dtype
+            The store's dtype.
+        regions : bytes-like, default=b""
+            The file's bytes after the header (from its first aligned offset):
+            where a version 2 snapshot's matrices are. A matrix in the store's
+            dtype is used in place (a mapping of the file costs no copy).
+        allocate : callable, default=numpy.empty
+            ``allocate(shape, dtype)``, for the matrices' copies.
+        """
         if type(obj) is not dict or obj.get("format") != FORMAT:
             raise ValueError("not an imagecluster store")
-        if obj.get("version") != VERSION:
-            raise ValueError(f"unsupported store version {obj.get('version')!r}")
+        version = obj.get("version")
+        if type(version) is not int or version not in READ_VERSIONS:
+            raise ValueError(f"unsupported store version {version!r}")
         token, models = obj.get("token"), obj.get("models")
         if (token is not None and type(token) is not bytes) or type(models) is not dict:
             raise ValueError("bad token or models")
-        state = cls(dtype, token)
+        state = cls(dtype, token, allocate)
         for name, m in models.items():
             if type(name) is not str or not name or type(m) is not dict:
                 raise ValueError("bad model entry")
-            state._load_model(name, *(m.get(k) for k in ("dim", "dtype", "paths", "sizes", "mtimes", "data")))
+            data = m.get("data") if version == 1 else _region(name, m, regions)
+            dim, dt, paths, sizes, mtimes = (m.get(k) for k in ("dim", "dtype", "paths", "sizes", "mtimes"))
+            state._load_model(name, dim, dt, paths, sizes, mtimes, data)
         failed = obj.get("failed", {})
         if type(failed) is not dict:
             raise ValueError("bad failed entry")
@@ -189,7 +237,7 @@ class StoreState:
         where = f"model {name!r}"
         if type(dim) is not int or dim <= 0 or type(dtype) is not str or dtype not in DTYPES:
             raise ValueError(f"{where}: bad dim or dtype")
-        if not (type(paths) is type(sizes) is type(mtimes) is list) or type(data) not in (bytes, bytearray):
+        if not (type(paths) is type(sizes) is type(mtimes) is list) or type(data) not in (bytes, bytearray, memoryview):
             raise ValueError(f"{where}: bad field types")
         n = len(paths)
         if len(sizes) != n or len(mtimes) != n or len(data) != n * dim * DTYPES[dtype].itemsize:
@@ -201,16 +249,18 @@ class StoreState:
             raise ValueError(f"{where}: bad sizes or mtimes")
         if len(set(paths)) != n:
             raise ValueError(f"{where}: duplicate paths")
-        stored = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
-        # A writable copy with room to grow: the first put after loading costs no copy of the matrix.
-        matrix = np.empty((n + max(16, n // 8), dim), self.dtype)
-        with np.errstate(over="ignore"):
-            matrix[:n] = stored
+        matrix = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
+        owned = matrix.dtype != self.dtype
+        if owned:  # written by a store of the other dtype: converted once, with room to grow
+            converted = self.allocate((n + max(16, n // 8), dim), self.dtype)
+            with np.errstate(over="ignore"):
+                converted[:n] = matrix
+            matrix = converted
         if not all_finite(matrix[:n]):
             raise ValueError(f"{where}: non-finite fingerprint values")
         if n:
             entries = dict(zip(paths, map(tuple.__new__, itertools.repeat(Entry), zip(sizes, mtimes))))
-            self.models[name] = ModelMatrix(dim, matrix, list(paths), entries)
+            self.models[name] = ModelMatrix(dim, matrix, list(paths), entries, owned=owned, allocate=self.allocate)
 
     def _forget_failure(self, model, path):
         failed = self.failed.get(model)
@@ -218,9 +268,21 @@ class StoreState:
             del self.failed[model]
 
     def to_snapshot(self, token):
-        """The snapshot dict (builtins only) for the current content."""
-        models = {}
-        for name, m in sorted(self.models.items()):
+        """The snapshot of the current content: ``(header, matrices)``.
+
+        ``header`` is the dict of builtins pickled at the start of the file.
+        ``matrices`` holds, per model in the header, ``(offset, chunks)``:
+        where its matrix starts in the file's regions, and an iterator of its
+        rows' bytes in the order of the header's (sorted) paths, a few
+        thousand rows at a time, so that writing a million photos never
+        holds a second copy of their matrix.
+        """
+        models, matrices = {}, []
+        names = sorted(self.models)
+        offsets = region_layout([self.models[name].used * self.models[name].dim * self.dtype.itemsize
+                                 for name in names])
+        for name, offset in zip(names, offsets):
+            m = self.models[name]
             paths = sorted(m.rows)
             models[name] = {
                 "dim": m.dim,
@@ -228,24 +290,25 @@ class StoreState:
                 "paths": paths,
                 "sizes": [m.entries[p].size for p in paths],
                 "mtimes": [m.entries[p].mtime_ns for p in paths],
-                "data": m.take(paths).astype(self.dtype, copy=False).tobytes(),
+                "offset": offset,
             }
+            matrices.append((offset, _row_chunks(m, paths, self.dtype)))
         failed = {}
         for name, f in sorted(self.failed.items()):
             paths = sorted(f)
             failed[name] = {"paths": paths, "sizes": [f[p].size for p in paths],
                             "mtimes": [f[p].mtime_ns for p in paths], "reasons": [f[p].reason for p in paths]}
-        snapshot = {"format": FORMAT, "version": VERSION, "token": token, "models": models}
+        header = {"format": FORMAT, "version": VERSION, "token": token, "models": models}
         if failed:
-            snapshot["failed"] = failed
+            header["failed"] = failed
         if self.captures:
             paths = sorted(self.captures)
-            snapshot["captures"] = {
+            header["captures"] = {
                 "paths": paths, "sizes": [self.captures[p].size for p in paths],
                 "mtimes": [self.captures[p].mtime_ns for p in paths],
                 "fields": [tuple(self.captures[p].capture) for p in paths],
             }
-        return snapshot
+        return header, matrices
 
     def apply(self, record):
         """Apply one checked journal record; ValueError (nothing changed) if it conflicts."""
@@ -260,7 +323,8 @@ class StoreState:
                     raise ValueError(f"fingerprint of {path!r} does not fit in {self.dtype.name}")
             m = self.models.get(model)
             if m is None:
-                m = self.models[model] = ModelMatrix(vector.size, np.empty((0, vector.size), self.dtype), [], {})
+                m = self.models[model] = ModelMatrix(vector.size, np.empty((0, vector.size), self.dtype), [], {},
+                                                     allocate=self.allocate)
             elif m.dim != vector.size:
                 raise ValueError(f"{path!r} has {vector.size} values but model {model!r} has {m.dim}")
             m.put(path, size, mtime_ns, vector)

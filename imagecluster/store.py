@@ -5,7 +5,10 @@ Files in that folder (formats in :mod:`imagecluster._journal`):
 ``fingerprints.pk``
     Snapshot: a pickle of builtins only, loaded without resolving any global,
     so a tampered file raises :class:`~imagecluster.StoreCorrupt` instead of
-    running code.
+    running code; then the fingerprint matrices, raw. Those are mapped, not
+    read: loading copies nothing, and a process that asks for it
+    (``file_backed``) keeps them out of its resident memory
+    (:mod:`imagecluster._mapped`).
 ``journal.pk``
     Append-only changes since the snapshot.
     One batch of changes is one ``os.write`` and one ``fsync``.
@@ -37,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _journal
+from . import _journal, _mapped
 from ._capture import Capture, capture_problem
 from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
 from ._journal import DTYPES
@@ -55,6 +58,8 @@ SNAPSHOT_NAME = "fingerprints.pk"
 JOURNAL_NAME = "journal.pk"
 LOCK_NAME = "lock"
 DAMAGED_PREFIX = "damaged-"
+#: Smallest changed matrix a ``file_backed`` store keeps in a temporary file rather than in ordinary memory.
+FILE_BACKED_MIN_BYTES = 64 << 20
 
 
 def store_folder(library, environ=None):
@@ -132,6 +137,14 @@ class Store:
     lock_timeout : float, default=10.0
         Seconds to wait for another process's write before raising
         :class:`~imagecluster.StoreLocked`.
+    file_backed : bool, default=False
+        For a long-running process over a large library (the daemon): keep
+        a matrix changed since loading (from 64 MB up) in an unlinked
+        temporary file in the store folder, mapped, rather than in ordinary
+        memory, so that :meth:`release_memory` can take it out of the
+        process's resident memory as it does the snapshot's. Costs that
+        file's disk space (as much as the snapshot's matrices) while the
+        process runs; without room on the disk, ordinary memory is used.
 
     Raises
     ------
@@ -160,7 +173,7 @@ class Store:
         the user's data folder (:func:`store_folder`).
     """
 
-    def __init__(self, library, *, dtype="float16", lock_timeout=10.0):
+    def __init__(self, library, *, dtype="float16", lock_timeout=10.0, file_backed=False):
         try:
             name = np.dtype(dtype).name
         except TypeError:
@@ -173,8 +186,9 @@ class Store:
         self.folder = store_folder(self.library)
         self.dtype = name
         self.lock_timeout = float(lock_timeout)
+        self.file_backed = bool(file_backed)
         self._mutex = threading.RLock()
-        self._state = StoreState(DTYPES[name])
+        self._state = StoreState(DTYPES[name], allocate=self._allocate)
         self._loaded = False
         self._snapshot_sig = None
         self._journal_sig = None
@@ -287,6 +301,20 @@ class Store:
                 return FingerprintView([], np.empty((0, 0), self._state.dtype), {})
             paths, matrix = m.view()
             return FingerprintView(paths, matrix, dict(m.entries))
+
+    def release_memory(self):
+        """Take the mapped fingerprint matrices out of this process's resident memory.
+
+        Their pages stay in the page cache, so the next pass over them costs
+        page faults, not reads, unless the kernel needed the memory. Call it
+        after work that went over a whole matrix (a search, a Cluster) when
+        the process then waits. Matrices in ordinary memory (a store without
+        ``file_backed`` that changed since loading, or a small one) are not
+        touched.
+        """
+        with self._mutex:
+            for m in self._state.models.values():
+                _mapped.release(m.matrix)
 
     def unreadable(self, model):
         """Files that could not be read as photos, at the size and mtime they had then.
@@ -509,30 +537,36 @@ class Store:
                 journal_bytes = 0 if self._journal_sig is None else self._journal_sig[1]
                 if self._snapshot_sig is not None and journal_bytes < share * self._snapshot_sig[1]:
                     return  # cheaper to replay at the next load than to rewrite now
-                token = os.urandom(16)
-                snapshot = self._state.to_snapshot(token)
                 path = self.folder / SNAPSHOT_NAME
                 try:
                     for stale in self.folder.glob(".fingerprints-*.tmp"):  # from a crashed compaction
                         stale.unlink()
-                    self._write_snapshot(snapshot, path)
+                    header, matrices = self._state.to_snapshot(os.urandom(16))
+                    self._write_snapshot(header, matrices, path)
                     with open(self.folder / JOURNAL_NAME, "ab") as f:
                         f.truncate(0)
                         os.fsync(f.fileno())
                 except OSError as exc:
                     raise StoreError(f"cannot compact the store in {self.folder}: {exc}") from exc
-                self._state = StoreState.from_snapshot(snapshot, self._state.dtype)
-                self._snapshot_sig = _sig(path)
+                # The same content, now mapped from the new file: the memory of copies made since loading is freed.
+                self._state, self._snapshot_sig = self._read_snapshot(path)
                 self._journal_sig = _sig(self.folder / JOURNAL_NAME)
                 self._journal_good = 0
 
     # -------------------------------------------------------------- internals
 
-    def _write_snapshot(self, snapshot, path):
+    def _write_snapshot(self, header, matrices, path):
+        """Write a snapshot (format in :mod:`imagecluster._journal`) to a temporary file, then rename it."""
         fd, tmp = tempfile.mkstemp(prefix=".fingerprints-", suffix=".tmp", dir=self.folder)
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(snapshot, f, protocol=5)
+                blob = pickle.dumps(header, protocol=5)
+                f.write(blob)
+                start = _journal.align(len(blob))
+                for offset, chunks in matrices:
+                    f.write(bytes(start + offset - f.tell()))
+                    for chunk in chunks:
+                        f.write(chunk)
                 f.flush()
                 os.fchmod(f.fileno(), 0o644)
                 os.fsync(f.fileno())
@@ -635,6 +669,8 @@ class Store:
             with open(path, "rb") as f:
                 sig = os.fstat(f.fileno())
                 obj = _journal.safe_load(f)
+                start = _journal.align(f.tell())  # the unpickler stops at the header's end
+                regions = _mapped.read_region(f, start, sig.st_size - start) if sig.st_size > start else b""
         except FileNotFoundError:
             return StoreState(self._state.dtype), None
         except OSError as exc:
@@ -644,10 +680,22 @@ class Store:
         except Exception as exc:  # anything else a hostile pickle can provoke
             raise self._corrupt(path, exc) from exc
         try:
-            state = StoreState.from_snapshot(obj, self._state.dtype)
+            state = StoreState.from_snapshot(obj, self._state.dtype, regions, self._allocate)
         except ValueError as exc:
             raise self._corrupt(path, exc) from exc
+        if self.file_backed:
+            for m in state.models.values():  # read once, to check the values
+                _mapped.release(m.matrix)
         return state, (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)
+
+    def _allocate(self, shape, dtype):
+        """Memory for a matrix that changes: a mapped temporary file when ``file_backed`` and it is large."""
+        if self.file_backed and np.prod(shape) * np.dtype(dtype).itemsize >= FILE_BACKED_MIN_BYTES:
+            matrix = _mapped.file_backed_empty(shape, dtype, self.folder)
+            if matrix is not None:
+                return matrix
+            logger.info("cannot keep fingerprints in a temporary file in %s; they are kept in memory", self.folder)
+        return np.empty(shape, dtype)
 
     def _corrupt(self, path, exc):
         return StoreCorrupt(f"{path} is not a valid imagecluster store ({exc}); delete {self.folder} to rebuild it")

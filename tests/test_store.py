@@ -116,12 +116,17 @@ def test_snapshot_holds_builtins_only(tmp_path):
     store = Store(tmp_path)
     store.put("m", items(4))
     store.compact()
-    ops = {op.name for op, _, _ in pickletools.genops(snapshot(tmp_path).read_bytes())}
+    data = snapshot(tmp_path).read_bytes()
+    ops = {op.name for op, _, _ in pickletools.genops(data)}  # the header, up to its STOP
     assert not ops & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}
-    obj = pickle.loads(snapshot(tmp_path).read_bytes())
+    obj = pickle.loads(data)  # the header: the matrix follows it, raw, from the next multiple of 4096
     model = obj["models"]["m"]
-    assert (obj["format"], obj["version"], model["dim"], model["dtype"]) == ("imagecluster-store", 1, DIM, "float16")
-    assert model["paths"] == sorted(model["paths"]) and len(model["data"]) == 4 * DIM * 2
+    assert (obj["format"], obj["version"], model["dim"], model["dtype"]) == ("imagecluster-store", 2, DIM, "float16")
+    assert model["paths"] == sorted(model["paths"]) and model["offset"] == 0
+    start = -(-len(pickle.dumps(obj, protocol=5)) // 4096) * 4096
+    assert len(data) == start + 4 * DIM * 2
+    raw = np.frombuffer(data[start:], "<f2").reshape(4, DIM)
+    np.testing.assert_array_equal(raw, np.float16([vec(i) for i in range(4)]))
 
 
 def test_fingerprints_subset_keeps_order_and_skips_unknown(tmp_path):
@@ -465,7 +470,10 @@ def _snap(**models):
     [
         [],
         {"format": "something-else"},
-        {**_snap(), "version": 2},
+        {**_snap(), "version": 3},
+        {**_snap(), "version": True},
+        {**_snap(), "version": 2, "models": {"m": {k: v for k, v in _model().items() if k != "data"}}},
+        {**_snap(), "version": 2, "models": {"m": {**_model(), "offset": 0}}},  # no matrix after the header
         {**_snap(), "models": []},
         _snap(m=_model(data=bytes(3))),
         _snap(m=_model(paths="a.jpg")),

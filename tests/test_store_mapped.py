@@ -1,0 +1,196 @@
+"""The store's matrices mapped from its snapshot file, and kept out of resident memory on request.
+
+Real files; resident memory is read from ``/proc/self/smaps`` for the one
+mapping that holds a matrix, so other allocations of the test process do not
+matter.
+"""
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+
+from imagecluster import store as store_module
+from imagecluster._mapped import file_backed_empty, mapping_of, release
+from imagecluster.store import Entry, Store
+
+DIM = 64
+ROWS = 2000  # 250 KB of float16: many pages
+
+
+def items(n, *, start=0):
+    rng = np.random.default_rng(start)
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [(f"d/{i:05d}.jpg", 100 + i, 10_000 + i, vectors[i - start]) for i in range(start, start + n)]
+
+
+def snapshot(lib):
+    return lib / ".imagecluster" / "fingerprints.pk"
+
+
+def resident_kb(array):
+    """Resident kB of the mapping (VMA) that holds ``array``'s first byte."""
+    address = array.ctypes.data
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                low, high = (int(x, 16) for x in head[0].split("-"))
+                inside = low <= address < high
+            elif inside and head[0] == "Rss:":
+                return int(head[1])
+    raise AssertionError("no mapping holds the array")
+
+
+@pytest.fixture
+def big_library(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", items(ROWS))
+    store.compact()
+    return tmp_path
+
+
+def test_a_loaded_matrix_is_the_snapshot_file_mapped_read_only(big_library):
+    store = Store(big_library)
+    paths, matrix, _ = store.view("m")
+    assert mapping_of(matrix) is not None and not matrix.flags.writeable
+    assert len(paths) == ROWS
+    by_path = {p: v for p, _, _, v in items(ROWS)}
+    np.testing.assert_array_equal(matrix[5], np.float16(by_path[paths[5]]))
+
+
+def test_changes_copy_the_mapped_matrix_and_views_keep_what_they_showed(big_library):
+    store = Store(big_library)
+    paths, before, _ = store.view("m")
+    kept = before.copy()
+    store.put("m", items(1, start=ROWS))  # appends: a copy with room to grow
+    store.remove([paths[0]])  # moves the last row into row 0
+    np.testing.assert_array_equal(before, kept)
+    after = Store(big_library)
+    assert len(after.entries("m")) == ROWS and paths[0] not in after.entries("m")
+    assert store.fingerprints("m")[1].tobytes() == after.fingerprints("m")[1].tobytes()
+
+
+def test_a_version_1_store_is_read_and_rewritten_as_version_2(tmp_path):
+    """Stores written before the matrices moved out of the pickle: the matrix inline as ``data``."""
+    folder = tmp_path / ".imagecluster"
+    folder.mkdir()
+    vectors = np.float16([[0.5, -0.25], [1.0, 0.0], [0.0, 1.0]])
+    model = {"dim": 2, "dtype": "float16", "paths": ["a.jpg", "b.jpg", "c.jpg"], "sizes": [1, 2, 3],
+             "mtimes": [4, 5, 6], "data": vectors.astype("<f2").tobytes()}
+    snapshot(tmp_path).write_bytes(pickle.dumps(
+        {"format": "imagecluster-store", "version": 1, "token": b"t", "models": {"m": model},
+         "failed": {"m": {"paths": ["bad.jpg"], "sizes": [7], "mtimes": [8], "reasons": ["truncated"]}}},
+        protocol=5))
+    store = Store(tmp_path)
+    store.put("m", [("d.jpg", 9, 10, np.float32([0.6, 0.8]))])
+    before = store.fingerprints("m"), store.entries("m"), store.unreadable("m")
+    store.compact()
+    header = pickle.loads(snapshot(tmp_path).read_bytes())
+    assert header["version"] == 2 and "data" not in header["models"]["m"]
+    again = Store(tmp_path)
+    assert again.entries("m") == before[1] and again.unreadable("m") == before[2]
+    assert again.fingerprints("m")[0] == before[0][0] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    np.testing.assert_array_equal(again.fingerprints("m")[1], before[0][1])
+    assert again.entries("m")["a.jpg"] == Entry(1, 4)
+
+
+def test_several_models_each_in_their_own_aligned_region(tmp_path):
+    store = Store(tmp_path)
+    store.put("m", items(3))
+    store.put("n", [(p, s, t, v[:5]) for p, s, t, v in items(7, start=50)])
+    expected = {name: store.fingerprints(name) for name in ("m", "n")}
+    store.compact()
+    header = pickle.loads(snapshot(tmp_path).read_bytes())
+    assert header["models"]["m"]["offset"] == 0 and header["models"]["n"]["offset"] == 4096
+    again = Store(tmp_path)
+    for name, (paths, fps) in expected.items():
+        assert again.fingerprints(name)[0] == paths
+        np.testing.assert_array_equal(again.fingerprints(name)[1], fps)
+
+
+@pytest.mark.parametrize("damage", ["cut in the matrix", "offset past the end", "negative offset", "non-finite"])
+def test_a_damaged_matrix_region_sets_the_store_aside(big_library, damage, caplog):
+    data = bytearray(snapshot(big_library).read_bytes())
+    header = pickle.loads(bytes(data))
+    start = len(data) - ROWS * DIM * 2
+    if damage == "cut in the matrix":
+        data = data[: start + 1000]
+    elif damage == "non-finite":
+        data[start + 2 * 77 : start + 2 * 78] = np.float16(np.inf).tobytes()
+    else:
+        header["models"]["m"]["offset"] = 4096 if damage == "offset past the end" else -4096
+        blob = pickle.dumps(header, protocol=5)
+        assert -(-len(blob) // 4096) * 4096 == start  # the same layout, another offset
+        data = blob + data[len(blob) :]
+    snapshot(big_library).write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="imagecluster.store"):
+        store = Store(big_library)
+        assert store.models() == []  # read without a crash (no read past the end of the file)
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+    assert list((big_library / ".imagecluster").glob("damaged-*/fingerprints.pk"))
+
+
+def test_release_memory_drops_the_snapshot_pages_and_they_read_back(big_library):
+    store = Store(big_library)
+    _, matrix, _ = store.view("m")
+    total = float(matrix.astype(np.float32).sum())  # every page read
+    assert resident_kb(matrix) >= ROWS * DIM * 2 // 1024 - 4
+    store.release_memory()
+    assert resident_kb(matrix) == 0
+    assert float(matrix.astype(np.float32).sum()) == total
+
+
+def test_a_file_backed_store_keeps_its_changed_matrix_in_a_file_and_loses_nothing_on_release(
+        big_library, monkeypatch):
+    monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
+    store = Store(big_library, file_backed=True)
+    _, loaded, _ = store.view("m")
+    assert resident_kb(loaded) == 0  # checked at loading, then released
+    store.put("m", items(3, start=ROWS))  # the change copies the matrix into an unlinked temporary file
+    _, changed, _ = store.view("m")
+    assert mapping_of(changed) is not None and mapping_of(changed) is not mapping_of(loaded)
+    assert resident_kb(changed) > 0
+    expected = store.fingerprints("m")
+    store.release_memory()
+    assert resident_kb(changed) == 0
+    assert store.fingerprints("m")[1].tobytes() == expected[1].tobytes()  # the written rows were kept
+    assert Store(big_library).fingerprints("m")[1].tobytes() == expected[1].tobytes()
+    assert sorted(p.name for p in (big_library / ".imagecluster").iterdir()) == [
+        "fingerprints.pk", "journal.pk", "lock"]  # the temporary file has no name
+    store.compact()  # the same content, mapped from the new snapshot: the temporary file is let go
+    _, compacted, _ = store.view("m")
+    assert mapping_of(compacted) is not mapping_of(changed) and not compacted.flags.writeable
+
+
+def test_without_file_backed_a_changed_matrix_is_ordinary_memory(big_library):
+    store = Store(big_library)
+    store.put("m", items(1, start=ROWS))
+    assert mapping_of(store.view("m").matrix) is None
+    store.release_memory()  # does nothing to ordinary memory
+    assert len(store.fingerprints("m")[0]) == ROWS + 1
+
+
+def test_a_temporary_file_that_cannot_be_made_falls_back_to_memory(tmp_path):
+    assert file_backed_empty((4, 4), np.float16, tmp_path / "missing") is None
+    assert file_backed_empty((0, 4), np.float16, tmp_path) is None
+    matrix = file_backed_empty((4, 4), np.float16, tmp_path)
+    matrix[:] = 1
+    release(matrix)
+    assert matrix.sum() == 16 and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_that_cannot_map_files_is_read_instead(big_library, monkeypatch):
+    from imagecluster import _mapped
+
+    def refuse(fd, start, length):
+        raise OSError(19, "No such device")
+
+    expected = Store(big_library).fingerprints("m")
+    monkeypatch.setattr(_mapped, "map_region", refuse)
+    store = Store(big_library)
+    assert mapping_of(store.view("m").matrix) is None
+    assert store.fingerprints("m")[1].tobytes() == expected[1].tobytes()
