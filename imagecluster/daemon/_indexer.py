@@ -164,7 +164,10 @@ class Indexer:
         for lib in self._libs:
             if folder_identity(lib.root) is not None:
                 try:
-                    total += len(lib.store.entries(self.model_name))
+                    began = time.monotonic()
+                    count = len(lib.store.entries(self.model_name))
+                    logger.info("store of %s read: %d photos in %.1f s", lib.root, count, time.monotonic() - began)
+                    total += count
                 except (ImageClusterError, OSError) as exc:
                     logger.debug("cannot read the store of %s yet: %s", lib.root, exc)
         self._preloaded = total
@@ -454,11 +457,13 @@ class Indexer:
                 lib.warned = True
             return
         lib.reconciling = True
+        began = watched = time.monotonic()
         try:
             try:
                 if watch:
                     await asyncio.to_thread(self._watcher.watch, lib.root)
                     lib.watched = True
+                    watched = time.monotonic()
             except LibraryNotFound:
                 raise
             except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
@@ -468,6 +473,8 @@ class Indexer:
                 lib.watched = False
             async with self._store_lock:
                 todo, known = await asyncio.to_thread(lib.reconcile_sync)
+            logger.info("library %s compared with its store in %.1f s (watching it took %.1f s)",
+                        lib.root, time.monotonic() - watched, watched - began)
         except (ImageClusterError, OSError) as exc:
             if not lib.warned:
                 logger.warning("library %s cannot be used now: %s", lib.root, exc)

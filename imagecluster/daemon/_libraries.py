@@ -41,7 +41,9 @@ class Libraries:
 
     def __init__(self, roots, model, exclude, *, grace=1.0):
         self.exclude = exclude
-        self.by_root = {root: LibraryFolder(root, Store(root), model, exclude, grace=grace) for root in roots}
+        # file_backed: a large library's fingerprints stay out of the daemon's resident memory between calls.
+        self.by_root = {root: LibraryFolder(root, Store(root, file_backed=True), model, exclude, grace=grace)
+                        for root in roots}
 
     def __iter__(self):
         return iter(self.by_root.values())

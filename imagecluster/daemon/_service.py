@@ -130,7 +130,11 @@ class _Graphs:
         for library in self._indexer.available_libraries:
             try:
                 with self.of(library) as graph:
+                    began = time.monotonic()
                     graph.update(save=False, progress=None if progress_for is None else progress_for(library))
+                    took = time.monotonic() - began  # said when it is worth knowing (a start, a large library)
+                    logger.log(logging.INFO if took >= 1.0 else logging.DEBUG,
+                               "similarity graph of %s up to date in %.1f s", library, took)
             except Exception:  # a store that cannot be read now is reported by the indexer
                 logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
 
@@ -159,7 +163,11 @@ class _Graphs:
                 self._graphs[library] = (graph, threading.Lock())
             graph, lock = self._graphs[library]
         with lock:
-            yield graph
+            try:
+                yield graph
+            finally:
+                # The pass over the fingerprints is done: their mapped pages leave the daemon's resident memory.
+                graph.store.release_memory()
 
 
 class ImageClusterInterface(ServiceInterface):
@@ -549,9 +557,12 @@ class ImageClusterInterface(ServiceInterface):
             # Its own copy: the thumbnails of a large library take minutes, and
             # Cluster and Similar must not wait for the graph meanwhile.
             graph = graph.copy()
-        return gallery_sync(library, sim, tree, graph=graph, store=self._indexer.store(library),
-                            model=self._indexer.model_name, min_size=self._config.min_size,
-                            pair_link=self._config.pair_link, progress=progress)
+        store = self._indexer.store(library)
+        try:
+            return gallery_sync(library, sim, tree, graph=graph, store=store, model=self._indexer.model_name,
+                                min_size=self._config.min_size, pair_link=self._config.pair_link, progress=progress)
+        finally:
+            store.release_memory()
 
     def _similar(self, vector, sim, own):
         """(absolute path, similarity) of stored photos with cosine similarity >= sim, best first."""
