@@ -153,7 +153,7 @@ class LibraryGraph:
         self._entries = {}
         self._matrix = np.empty((0, 0), np.float32)
         self._norms = None  # each row's length (row_norms) once measured, kept across catch-ups
-        self._index = None  # path -> node, made when Similar needs it
+        self._index = None  # (sorted path hashes, their nodes), made when Similar needs it
         self._loaded = False
         self._dirty = False
         self._version = None  # the store's version at the last catch-up
@@ -308,10 +308,22 @@ class LibraryGraph:
         return UnitRows(self._matrix, self._norms)
 
     def _node_of(self, path):
-        """The node of a path, or None (the index is built on first use after each change)."""
+        """The node of a path, or None (the index is built on first use after each change).
+
+        The index is the paths' hashes, sorted (16 bytes a photo, where a dict
+        of a million paths would take 70 MB of the daemon's memory).
+        """
         if self._index is None:
-            self._index = {p: k for k, p in enumerate(self.paths)}
-        return self._index.get(path)
+            hashes = np.fromiter(map(hash, self.paths), np.int64, len(self.paths))
+            order = np.argsort(hashes, kind="stable")
+            self._index = (hashes[order], order)
+        hashes, order = self._index
+        key = hash(path)
+        start, stop = np.searchsorted(hashes, key, "left"), np.searchsorted(hashes, key, "right")
+        for node in order[start:stop].tolist():  # one node, unless two paths' hashes collide
+            if self.paths[node] == path:
+                return node
+        return None
 
     def _follow(self, view, progress):
         """Re-map the graph onto the store's rows now; search pairs for new and changed photos."""
@@ -319,7 +331,9 @@ class LibraryGraph:
         if view.paths == self.paths and view.entries == self._entries:
             if self._norms is None:  # a graph just loaded from its file
                 self._norms = row_norms(view.matrix)
-            self._matrix = view.matrix
+            # The view's lists share their strings and entries with the store: a graph loaded
+            # from its file then holds no second copy of a million paths.
+            self.paths, self._entries, self._matrix = view.paths, view.entries, view.matrix
             return False
         n = len(view.paths)
         if view.paths[: len(self.paths)] == self.paths and _same_entries(self.paths, view.entries, self._entries):
@@ -363,7 +377,7 @@ class LibraryGraph:
         if len(new_rows) or dropped:
             logger.debug("graph of %s: %d photos new or changed, %d dropped",
                          self.store.library, len(new_rows), dropped)
-        self.paths, self._entries, self._matrix, self.edges = list(view.paths), dict(view.entries), view.matrix, edges
+        self.paths, self._entries, self._matrix, self.edges = view.paths, view.entries, view.matrix, edges  # new lists
         self._norms = norms
         return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 
