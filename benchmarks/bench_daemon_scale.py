@@ -174,12 +174,13 @@ def run_ours(lib, rels, args, folder):
                 latencies.append((stored, time.monotonic() - t0, len(matches)))
             results["new_photo"] = latencies
             time.sleep(2.0)
-            results["idle_rss"] = memory_mb(daemon.pid)["rss"]
+            results["idle"] = memory_mb(daemon.pid)
         log("ours: restart with the saved graph ...")
         with DaemonRun([lib], settings, folder, bus, name="ours-restart") as daemon:
             results["restart_startup"] = daemon.wait_serving(args.timeout)
             results["restart_cluster"], _ = asyncio.run(call(bus.address, "Cluster", "d", [0.7], args.timeout))
-            results["restart_rss"] = memory_mb(daemon.pid)["rss"]
+            time.sleep(2.0)
+            results["restart_idle"] = memory_mb(daemon.pid)
     return results
 
 
@@ -246,8 +247,10 @@ def main():
           f"({len(sim)} calls)")
     print(f"ours: new photo closed -> stored median {statistics.median(s for s, _, _ in new):.2f} s, -> Similar "
           f"answered median {statistics.median(t for _, t, _ in new):.2f} s ({len(new)} photos, worker warm)")
+    idle, again = ours["idle"], ours["restart_idle"]
     print(f"ours: daemon CPU in the 5 s after a tree swap {ours['cpu_after_swap']:.2f} s; idle RSS "
-          f"{ours['idle_rss']:.0f} MB (after a restart {ours['restart_rss']:.0f} MB)")
+          f"{idle['rss']:.0f} MB ({idle['anon']:.0f} MB anonymous, {idle['file']:.0f} MB mapped files), "
+          f"after a restart and a Cluster {again['rss']:.0f} MB ({again['anon']:.0f} + {again['file']:.0f})")
     if before is not None:
         print(f"before ({args.before}): start-up {before['startup']:.1f} s, Cluster(0.7) {before['cluster']:.1f} s, "
               f"{before['clusters']}, Similar median {1000 * statistics.median(before['similar']):.0f} ms, "

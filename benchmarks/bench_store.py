@@ -4,15 +4,20 @@
 Issue 9's targets with 100,000 fingerprints stored: adding one photo <= 20 ms,
 ``fingerprints()`` after it <= 100 ms, loading a library's store cold <= 1 s.
 
-One store of ``--count`` random L2-normalised 1280-value fingerprints is written
-(``Store.put`` in batches, then ``compact``: what ``imagecluster index`` leaves),
-then each variant runs in a fresh interpreter on its own copy of it:
+A store of ``--count`` random L2-normalised 1280-value fingerprints is written
+(``Store.put`` in batches, then ``compact``: what ``imagecluster index`` leaves)
+by each version's own code, in its own format; then each variant runs in a
+fresh interpreter on a copy of it:
 
 ``ours``
-    this checkout's ``imagecluster.store``.
+    this checkout's ``imagecluster.store`` (snapshot format 2: the matrix is
+    mapped, not read).
+``ours, daemon``
+    the same with ``file_backed=True``, as the daemon opens its stores.
+``ours on the old format``
+    this checkout reading the store that ``before`` wrote (format 1).
 ``before``
-    the store of commit ``--before`` (``git archive`` of its package), on the
-    same files: also a check that both read each other's stores.
+    the store of commit ``--before`` (``git archive`` of its package).
 
 Measured per variant: the cold load (first ``entries()`` of a new ``Store``),
 ``put`` of one photo (median of ``--puts``), ``fingerprints()`` right after a put
@@ -47,7 +52,6 @@ def log(*args):
 
 
 def make_store(library, count):
-    sys.path.insert(0, str(REPO))
     import numpy as np
 
     from imagecluster.store import Store
@@ -70,8 +74,10 @@ def worker(args):
     from imagecluster.store import Store
 
     library = Path(args.library)
+    if args.make:
+        return make_store(library, args.count)
     t0 = time.perf_counter()
-    store = Store(library)
+    store = Store(library, file_backed=True) if args.file_backed else Store(library)
     n = len(store.entries(MODEL))
     cold = time.perf_counter() - t0
     rng = np.random.default_rng(1)
@@ -104,13 +110,15 @@ def worker(args):
     }))
 
 
-def run(variant, source, library, args):
+def run(variant, source, library, args, *options):
     log(f"{variant} ...")
-    proc = subprocess.run([sys.executable, __file__, "--worker", "--library", str(library), "--puts", str(args.puts)],
+    proc = subprocess.run([sys.executable, __file__, "--worker", "--library", str(library), "--puts", str(args.puts),
+                           "--count", str(args.count), *options],
                           stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(source)})
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed ({proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
 
 
 def main():
@@ -120,30 +128,36 @@ def main():
     parser.add_argument("--before", default="163a6ed", help="commit of the store before the scale work")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--library", help=argparse.SUPPRESS)
+    parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--file-backed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     with tempfile.TemporaryDirectory(prefix="ic-bench-store-") as tmp:
         tmp = Path(tmp)
-        log(f"writing a store of {args.count} fingerprints ...")
-        master = tmp / "master"
-        master.mkdir()
-        make_store(master, args.count)
-        size_mb = sum(f.stat().st_size for f in master.rglob("*") if f.is_file()) / 1e6
         before = tmp / "before-src"
         before.mkdir()
         archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "imagecluster"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        masters = {}
+        for name, source in (("before", before), ("ours", REPO)):
+            log(f"writing a store of {args.count} fingerprints with {name}'s code ...")
+            masters[name] = tmp / f"master-{name}"
+            masters[name].mkdir()
+            run(f"{name}: writing", source, masters[name], args, "--make")
+        size_mb = sum(f.stat().st_size for f in masters["ours"].rglob("*") if f.is_file()) / 1e6
         results = {}
-        for variant, source in (("before", before), ("ours", REPO)):
-            library = tmp / variant
-            shutil.copytree(master, library)
-            results[variant] = run(variant, source, library, args)
+        runs = (("before", before, "before", ()), ("ours", REPO, "ours", ()),
+                ("ours, daemon", REPO, "ours", ("--file-backed",)), ("ours on the old format", REPO, "before", ()))
+        for variant, source, master, options in runs:
+            library = tmp / "library"
+            shutil.copytree(masters[master], library)
+            results[variant] = run(variant, source, library, args, *options)
             shutil.rmtree(library)
     ours, old = results["ours"], results["before"]
     print(f"store of {args.count} fingerprints (float16, 1280 values), {size_mb:.0f} MB on disk")
-    for name, r in (("before", old), ("ours", ours)):
+    for name, r in results.items():
         view = "" if r["view_ms"] is None else f", view() {r['view_ms']:.1f} ms"
         print(f"{name}: cold load {r['cold_s']:.2f} s; put one: first {r['first_put_ms']:.1f} ms, median "
               f"{r['put_ms']:.1f} ms, max {r['put_max_ms']:.1f} ms; fingerprints() after a put "
