@@ -56,16 +56,62 @@ SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def test_a_full_disk_keeps_the_store_and_says_so(tmp_path):
+# The daemon's file-backed store: a change made with room for its journal record but not for the
+# temporary file of the matrix copy goes to ordinary memory (never a SIGBUS at a later write), loses nothing.
+FILE_BACKED_SCRIPT = textwrap.dedent(r"""
+    import logging, os, sys
+    import numpy as np
+    import imagecluster.store as store_module
+    from imagecluster import Store
+    from imagecluster._mapped import mapping_of
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    store_module.FILE_BACKED_MIN_BYTES = 0
+    lib = sys.argv[1]
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 1280))
+    Store(lib).put("m", [(f"p{k}.jpg", k, k, vectors[k]) for k in range(299)])
+    Store(lib).compact()
+    filler = os.path.join(lib, "filler")
+    with open(filler, "wb") as f:  # take every free block, then give back 64 kB: room for a record, not a copy
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+        f.truncate(max(0, f.tell() - 65536))
+    store = Store(lib, file_backed=True)
+    store.put("m", [("p299.jpg", 299, 299, vectors[299])])
+    assert mapping_of(store.view("m").matrix) is None  # the copy is in ordinary memory
+    store.release_memory()
+    paths, fps = Store(lib).fingerprints("m")
+    assert len(paths) == 300 and np.array_equal(store.fingerprints("m")[1], fps)
+    print("OK")
+""")
+
+
+def in_small_tmpfs(tmp_path, script):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to mount a small tmpfs in a private mount namespace")
     lib = tmp_path / "small"
     lib.mkdir()
     shell = 'mount -t tmpfs -o size=2m tmpfs "$1" && shift && exec "$@"'
-    result = subprocess.run(
+    return subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", shell, "sh", str(lib),
-         sys.executable, "-c", SCRIPT, str(lib)],
+         sys.executable, "-c", script, str(lib)],
         capture_output=True, text=True, timeout=300,
     )
+
+
+def test_a_full_disk_keeps_the_store_and_says_so(tmp_path):
+    result = in_small_tmpfs(tmp_path, SCRIPT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK") and "cannot write" in result.stdout
+
+
+def test_a_full_disk_keeps_a_file_backed_change_in_memory(tmp_path):
+    result = in_small_tmpfs(tmp_path, FILE_BACKED_SCRIPT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "OK"
+    assert "cannot keep fingerprints in a temporary file" in result.stderr
