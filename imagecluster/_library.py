@@ -14,7 +14,7 @@ from ._pairs import count_pairs, one_per_shot
 from ._pipeline import DEFAULT_BATCH_SIZE, Failure, iter_fingerprint_batches, resolve_model
 from .cluster import cluster
 from .graph import LibraryGraph
-from .images import check_library, walk_photos
+from .images import check_library, listing_order, walk_photos
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def scan_library(root, store, model_name, *, exclude=()):
         else:
             todo.append((rel, st.st_size, st.st_mtime_ns))
     report.found = len(present)
-    todo.sort(key=lambda item: item[0].split("/"))  # the order find_images gives
+    todo.sort(key=listing_order)
     gone = sorted((set(known) | set(unreadable)) - present)
     return todo, gone, report
 

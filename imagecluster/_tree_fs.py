@@ -17,6 +17,7 @@ import secrets
 import socket
 
 from ._exceptions import TreeError
+from ._tree_reuse import INDEX_NAME
 from .images import TREE_MARKER
 
 __all__ = [
@@ -36,7 +37,8 @@ _AT_FDCWD = -100
 
 #: Files at a tree's top that imagecluster writes and may remove: the marker,
 #: the folder index (:mod:`imagecluster._tree_reuse`) and a marker being replaced.
-OWN_FILES = frozenset({TREE_MARKER, ".imagecluster-folders", TREE_MARKER + ".new"})
+MARKER_BEING_WRITTEN = TREE_MARKER + ".new"
+OWN_FILES = frozenset({TREE_MARKER, INDEX_NAME, MARKER_BEING_WRITTEN})
 
 STAGING_INFIX = ".new-"
 
@@ -64,7 +66,7 @@ def write_marker(root, marker):
     a crash can be told from one another process is still filling.
     """
     text = json.dumps({**marker, "writer": [socket.gethostname(), os.getpid()]}, indent=1, default=str)
-    temporary = os.path.join(root, TREE_MARKER + ".new")
+    temporary = os.path.join(root, MARKER_BEING_WRITTEN)
     with open(temporary, "w") as file:
         file.write(text + "\n")
     os.replace(temporary, os.path.join(root, TREE_MARKER))

@@ -112,13 +112,13 @@ class Carry:
         self.moves = {}
         self.moved = []
         self._links = {}  # relative folder -> whether it is or lies below a symlink
+        self.photos_of = dict(folders)
         index = read_index(self.old)
         if not index:
             return
-        photos_of = dict(folders)
         for relative, key in keys.items():
             previous = index.get(key)
-            if previous is not None and self._unchanged(previous, photos_of[relative]):
+            if previous is not None and self._unchanged(previous, self.photos_of[relative]):
                 self.moves[relative] = previous
         logger.debug("%s: %d of %d folders carried over", self.old, len(self.moves), len(folders))
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_library",
     "find_images",
     "is_image_name",
+    "listing_order",
     "load_image",
     "load_image_and_thumbnail",
     "walk_photos",
@@ -104,11 +105,15 @@ def find_images(library, *, exclude=()):
         Absolute paths, sorted.
     """
     root = check_library(library)
-    return [Path(entry.path) for _, entry in sorted(walk_photos(root, exclude=exclude), key=_parts)]
+    return [Path(entry.path) for _, entry in sorted(walk_photos(root, exclude=exclude), key=listing_order)]
 
 
-def _parts(item):
-    """Sort key of a :func:`walk_photos` item: the order of its path as a ``Path`` (part by part)."""
+def listing_order(item):
+    """Sort key of a ``(library-relative POSIX path, ...)`` item: the order :func:`find_images` lists photos in.
+
+    Part by part, as ``Path`` objects sort (``a/b.jpg`` before ``a-c.jpg``),
+    without making a ``Path`` per photo.
+    """
     return item[0].split("/")
 
 

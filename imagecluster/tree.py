@@ -214,7 +214,7 @@ def _write(out, folders, info, count, what="clusters"):
         try:
             _fill(staging, folders, info, count, what, carry)
             if carry is not None and carry.moves:
-                _carry_over(out, staging, folders, carry)
+                _carry_over(out, staging, carry)
             write_index(staging, keys)
             old = swap_in(staging, out)
         except BaseException:
@@ -305,7 +305,7 @@ def _write_folder(staging, relative, group):
         os.symlink(photo, os.path.join(folder, name))
 
 
-def _carry_over(out, staging, folders, carry):
+def _carry_over(out, staging, carry):
     """Move the unchanged folders from the live tree at ``out`` into ``staging``.
 
     The live tree's marker loses its digest first: if this process dies
@@ -318,11 +318,10 @@ def _carry_over(out, staging, folders, carry):
             marker = {}
     except (OSError, ValueError):
         marker = {}
-    photos_of = dict(folders)
     try:
         write_marker(out, {"written_by": "imagecluster", **marker, "digest": None, "being_replaced": True})
         for relative in carry.moves:
             if not carry.move(staging, relative):
-                _write_folder(staging, relative, photos_of[relative])
+                _write_folder(staging, relative, carry.photos_of[relative])
     except OSError as exc:
         raise TreeError(f"cannot write the cluster tree: {exc.strerror or exc}") from exc

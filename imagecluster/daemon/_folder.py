@@ -23,7 +23,7 @@ import numpy as np
 
 from .._library import scan_library
 from .._library_events import capture_items
-from ..images import TREE_MARKER, special_file_kind, walk_photos
+from ..images import TREE_MARKER, listing_order, special_file_kind, walk_photos
 from ..store import Store
 
 __all__ = ["LibraryFolder", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves", "normalised"]
@@ -324,5 +324,5 @@ class LibraryFolder:
                 continue
             if stat.S_ISREG(st.st_mode):
                 found.append((prefix + sub, (st.st_size, st.st_mtime_ns)))
-        found.sort(key=lambda item: item[0].split("/"))
+        found.sort(key=listing_order)
         return found
