@@ -12,7 +12,24 @@ import textwrap
 
 import pytest
 
-SCRIPT = textwrap.dedent(r"""
+# Prepended to each script run on the small tmpfs.
+FILL = textwrap.dedent(r"""
+    import os
+
+    def fill(folder, leave=0):
+        # Take every free block of the file system, then give ``leave`` bytes back.
+        with open(os.path.join(folder, "filler"), "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(65536))
+                    f.flush()
+            except OSError:
+                pass
+            f.truncate(max(0, f.tell() - leave))
+        return f.name
+""")
+
+SCRIPT = FILL + textwrap.dedent(r"""
     import os, sys
     import numpy as np
     from imagecluster import Store, StoreError
@@ -26,14 +43,7 @@ SCRIPT = textwrap.dedent(r"""
     store.put("m", batch(0, 100))
     store.compact()
     kept = sorted(store.entries("m"))
-    filler = os.path.join(lib, "filler")
-    with open(filler, "wb") as f:  # take every free block
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    filler = fill(lib)
     errors = []
     for start in (100, 200):
         try:
@@ -58,7 +68,7 @@ SCRIPT = textwrap.dedent(r"""
 
 # The daemon's file-backed store: a change made with room for its journal record but not for the
 # temporary file of the matrix copy goes to ordinary memory (never a SIGBUS at a later write), loses nothing.
-FILE_BACKED_SCRIPT = textwrap.dedent(r"""
+FILE_BACKED_SCRIPT = FILL + textwrap.dedent(r"""
     import logging, os, sys
     import numpy as np
     import imagecluster.store as store_module
@@ -72,15 +82,7 @@ FILE_BACKED_SCRIPT = textwrap.dedent(r"""
     vectors = rng.normal(size=(300, 1280))
     Store(lib).put("m", [(f"p{k}.jpg", k, k, vectors[k]) for k in range(299)])
     Store(lib).compact()
-    filler = os.path.join(lib, "filler")
-    with open(filler, "wb") as f:  # take every free block, then give back 64 kB: room for a record, not a copy
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-        f.truncate(max(0, f.tell() - 65536))
+    fill(lib, leave=65536)  # room for a journal record, not for a copy of the matrix
     store = Store(lib, file_backed=True)
     store.put("m", [("p299.jpg", 299, 299, vectors[299])])
     assert mapping_of(store.view("m").matrix) is None  # the copy is in ordinary memory
