@@ -41,6 +41,7 @@ def test_the_inotify_repair_is_active(tmp_path):
 @pytest.mark.parametrize("owner, name, replacement", [
     (InotifyWatchGroup, "_remove_watch_internally", lambda self, wd, force: None),
     (InotifyWatchGroup, "_add_callback", lambda self, path, mask: None),
+    (InotifyWatchGroup, "_add_all_callbacks", lambda self, path, recursive: None),
     (InotifyEmitter, "get_event_mask_from_filter", lambda self, events: 0),
 ])
 def test_a_changed_watchdog_signature_is_noticed(monkeypatch, owner, name, replacement):
@@ -56,6 +57,46 @@ def test_a_changed_on_thread_start_is_noticed(monkeypatch):
 
     monkeypatch.setattr(InotifyEmitter, "on_thread_start", on_thread_start)
     assert "_buffer" in _watch.patch_problem()
+
+
+def test_a_changed_add_all_callbacks_is_noticed(monkeypatch):
+    def _add_all_callbacks(self, path):
+        for root in self._walk(path):  # upstream walks another way now: the pruned copy would differ
+            self._add_callback(root)
+
+    monkeypatch.setattr(InotifyWatchGroup, "_add_all_callbacks", _add_all_callbacks)
+    assert "_add_all_callbacks" in _watch.patch_problem()
+
+
+def test_stock_watchdog_walks_every_folder_of_a_tree_when_it_starts_watching(tmp_path, monkeypatch):
+    """Why the watch group's walk is pruned: watchdog lists every cluster folder only to refuse it."""
+    lib = tmp_path / "lib"
+    (lib / "2024" / "trip").mkdir(parents=True)
+    photos = [tmp_path / f"p{k}.jpg" for k in range(400)]
+    write_tree([photos[k:k + 2] for k in range(0, 400, 2)], lib / "clusters")  # 200 cluster folders
+    looked_at, watched = {}, {}
+    for variant in ("stock", "repaired"):
+        if variant == "stock":
+            monkeypatch.setattr(_watch._TolerantWatchGroup, "_add_all_callbacks", InotifyWatchGroup._add_all_callbacks)
+        seen, is_tree_folder = [], _watch._is_tree_folder
+
+        def counted(path, root, seen=seen, is_tree_folder=is_tree_folder):
+            seen.append(path)
+            return is_tree_folder(path, root)
+
+        monkeypatch.setattr(_watch, "_is_tree_folder", counted)
+        watcher = LibraryWatcher([lib], print)
+        watcher.start()
+        try:
+            (emitter,) = watcher._observer.emitters
+            watched[variant] = sorted(emitter._inotify._active_callbacks_by_path)
+        finally:
+            watcher.stop()
+        monkeypatch.undo()
+        looked_at[variant] = len(seen)
+    assert watched["stock"] == watched["repaired"]  # the same watches: the library's own folders only
+    assert len(watched["repaired"]) == 3
+    assert looked_at["stock"] >= 200 and looked_at["repaired"] <= 4, looked_at
 
 
 def test_where_the_repair_cannot_apply_the_stock_observer_watches_with_a_warning(tmp_path, monkeypatch, caplog):
