@@ -660,6 +660,9 @@ class Store:
             self._set_aside(str(exc.__cause__ or exc))
             state, snapshot_sig = StoreState(self._state.dtype), None
         good, journal_sig = self._replay(state, 0)
+        if self.file_backed:  # a put replayed copied the matrix into its temporary file
+            for m in state.models.values():
+                _mapped.release(m.matrix)
         self._state, self._loaded = state, True
         self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
 

@@ -166,6 +166,15 @@ def test_a_file_backed_store_keeps_its_changed_matrix_in_a_file_and_loses_nothin
     assert mapping_of(compacted) is not mapping_of(changed) and not compacted.flags.writeable
 
 
+def test_a_file_backed_store_loaded_with_puts_in_its_journal_is_not_left_resident(big_library, monkeypatch):
+    monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
+    Store(big_library).put("m", items(2, start=ROWS))  # in the journal: replaying it copies the matrix
+    store = Store(big_library, file_backed=True)
+    _, matrix, _ = store.view("m")
+    assert len(matrix) == ROWS + 2 and mapping_of(matrix) is not None
+    assert resident_kb(matrix) == 0
+
+
 def test_without_file_backed_a_changed_matrix_is_ordinary_memory(big_library):
     store = Store(big_library)
     store.put("m", items(1, start=ROWS))
