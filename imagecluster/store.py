@@ -658,7 +658,7 @@ class Store:
             if not repair:
                 raise
             self._set_aside(str(exc.__cause__ or exc))
-            state, snapshot_sig = StoreState(self._state.dtype), None
+            state, snapshot_sig = StoreState(self._state.dtype, allocate=self._allocate), None
         good, journal_sig = self._replay(state, 0)
         if self.file_backed:  # a put replayed copied the matrix into its temporary file
             for m in state.models.values():
@@ -675,7 +675,7 @@ class Store:
                 start = _journal.align(f.tell())  # the unpickler stops at the header's end
                 regions = _mapped.read_region(f, start, sig.st_size - start) if sig.st_size > start else b""
         except FileNotFoundError:
-            return StoreState(self._state.dtype), None
+            return StoreState(self._state.dtype, allocate=self._allocate), None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         except MemoryError:

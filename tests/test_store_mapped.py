@@ -175,6 +175,19 @@ def test_a_file_backed_store_loaded_with_puts_in_its_journal_is_not_left_residen
     assert resident_kb(matrix) == 0
 
 
+@pytest.mark.parametrize("store_before", ["none", "journal only", "damaged"])
+def test_a_file_backed_store_started_without_a_snapshot_grows_in_a_file(tmp_path, monkeypatch, store_before):
+    monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
+    if store_before == "journal only":
+        Store(tmp_path).put("m", items(3))
+    elif store_before == "damaged":
+        snapshot(tmp_path).parent.mkdir()
+        snapshot(tmp_path).write_bytes(b"not a store")
+    store = Store(tmp_path, file_backed=True)
+    store.put("m", items(5, start=3))
+    assert mapping_of(store.view("m").matrix) is not None
+
+
 def test_without_file_backed_a_changed_matrix_is_ordinary_memory(big_library):
     store = Store(big_library)
     store.put("m", items(1, start=ROWS))
