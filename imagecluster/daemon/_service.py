@@ -40,6 +40,7 @@ from .. import __version__
 from .._dbus_names import BUS_NAME, ERROR_NAMES, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotInLibrary, PhotoNotFound
 from .._library import relative_clusters
+from .._mapped import trim_heap
 from .._pairs import similar_shots
 from .._validation import check_sim, check_wait
 from ..events import check_hours, check_km
@@ -135,6 +136,8 @@ class _Graphs:
                     took = time.monotonic() - began  # said when it is worth knowing (a start, a large library)
                     logger.log(logging.INFO if took >= 1.0 else logging.DEBUG,
                                "similarity graph of %s up to date in %.1f s", library, took)
+                if took >= 1.0:  # large work (a first build): what it freed goes back to the system
+                    trim_heap()
             except Exception:  # a store that cannot be read now is reported by the indexer
                 logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
 
@@ -544,6 +547,7 @@ class ImageClusterInterface(ServiceInterface):
             groups = relative_clusters(self._indexer.store(library), model, sim=sim, min_size=config.min_size,
                                        cut=config.cut, graph=graph, pair_link=config.pair_link,
                                        progress=self._work_progress(library))
+        trim_heap()  # a large library's clustering leaves its freed blocks in the heap
         groups = _on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}
