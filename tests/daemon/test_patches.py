@@ -20,17 +20,17 @@ from watchdog.observers import Observer
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 
 from imagecluster import write_tree
-from imagecluster.daemon import _bus_repair, _watch
+from imagecluster.daemon import _bus_repair, _watch_repair
 from imagecluster.daemon._watch import LibraryWatcher
 
 
 def test_the_inotify_repair_is_active(tmp_path):
-    assert _watch.PATCH_PROBLEM is None and _watch.patch_problem() is None
+    assert _watch_repair.PATCH_PROBLEM is None and _watch_repair.patch_problem() is None
     watcher = LibraryWatcher([tmp_path], print)
     watcher.start()
     try:
         observer = watcher._observer
-        assert isinstance(observer, _watch._Observer)
+        assert isinstance(observer, _watch_repair._Observer)
         (emitter,) = observer.emitters
         assert type(emitter._inotify).__name__ == "_TolerantWatchGroup"
         assert isinstance(emitter._inotify, InotifyWatchGroup)
@@ -46,7 +46,7 @@ def test_the_inotify_repair_is_active(tmp_path):
 ])
 def test_a_changed_watchdog_signature_is_noticed(monkeypatch, owner, name, replacement):
     monkeypatch.setattr(owner, name, replacement)
-    problem = _watch.patch_problem()
+    problem = _watch_repair.patch_problem()
     assert problem is not None and name in problem
 
 
@@ -56,7 +56,7 @@ def test_a_changed_on_thread_start_is_noticed(monkeypatch):
         self._buffer = None  # upstream started doing more here: our copy would not
 
     monkeypatch.setattr(InotifyEmitter, "on_thread_start", on_thread_start)
-    assert "_buffer" in _watch.patch_problem()
+    assert "_buffer" in _watch_repair.patch_problem()
 
 
 def test_a_changed_add_all_callbacks_is_noticed(monkeypatch):
@@ -65,7 +65,7 @@ def test_a_changed_add_all_callbacks_is_noticed(monkeypatch):
             self._add_callback(root)
 
     monkeypatch.setattr(InotifyWatchGroup, "_add_all_callbacks", _add_all_callbacks)
-    assert "_add_all_callbacks" in _watch.patch_problem()
+    assert "_add_all_callbacks" in _watch_repair.patch_problem()
 
 
 def test_stock_watchdog_walks_every_folder_of_a_tree_when_it_starts_watching(tmp_path, monkeypatch):
@@ -77,14 +77,15 @@ def test_stock_watchdog_walks_every_folder_of_a_tree_when_it_starts_watching(tmp
     looked_at, watched = {}, {}
     for variant in ("stock", "repaired"):
         if variant == "stock":
-            monkeypatch.setattr(_watch._TolerantWatchGroup, "_add_all_callbacks", InotifyWatchGroup._add_all_callbacks)
-        seen, is_tree_folder = [], _watch._is_tree_folder
+            stock = InotifyWatchGroup._add_all_callbacks
+            monkeypatch.setattr(_watch_repair._TolerantWatchGroup, "_add_all_callbacks", stock)
+        seen, is_tree_folder = [], _watch_repair._is_tree_folder
 
         def counted(path, root, seen=seen, is_tree_folder=is_tree_folder):
             seen.append(path)
             return is_tree_folder(path, root)
 
-        monkeypatch.setattr(_watch, "_is_tree_folder", counted)
+        monkeypatch.setattr(_watch_repair, "_is_tree_folder", counted)
         watcher = LibraryWatcher([lib], print)
         watcher.start()
         try:
@@ -100,7 +101,7 @@ def test_stock_watchdog_walks_every_folder_of_a_tree_when_it_starts_watching(tmp
 
 
 def test_where_the_repair_cannot_apply_the_stock_observer_watches_with_a_warning(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(_watch, "PATCH_PROBLEM", "InotifyWatchGroup._add_callback changed")
+    monkeypatch.setattr(_watch_repair, "PATCH_PROBLEM", "InotifyWatchGroup._add_callback changed")
     watcher = LibraryWatcher([tmp_path], print)
     with caplog.at_level(logging.WARNING, "imagecluster"):
         watcher.start()
@@ -116,7 +117,7 @@ def test_a_changed_build_and_queue_event_is_noticed(monkeypatch):
         self.queue_event(DirModifiedEvent("/"))  # upstream queues a move otherwise now
 
     monkeypatch.setattr(InotifyEmitter, "build_and_queue_event", build_and_queue_event)
-    assert "build_and_queue_event" in _watch.patch_problem()
+    assert "build_and_queue_event" in _watch_repair.patch_problem()
 
 
 def test_stock_watchdog_still_walks_a_tree_swapped_in(tmp_path, monkeypatch):
@@ -130,7 +131,7 @@ def test_stock_watchdog_still_walks_a_tree_swapped_in(tmp_path, monkeypatch):
         # Stock watchdog's reader thread dies of the exchange (the other repair), so
         # "stock" here is the repaired observer with watchdog's own build_and_queue_event.
         if variant == "stock":
-            monkeypatch.setattr(_watch._Emitter, "_queue_tree_move", lambda self, event: False)
+            monkeypatch.setattr(_watch_repair._Emitter, "_queue_tree_move", lambda self, event: False)
         else:
             monkeypatch.undo()
         changes = queue.Queue()
