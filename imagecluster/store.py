@@ -552,6 +552,8 @@ class Store:
                 self._state, self._snapshot_sig = self._read_snapshot(path)
                 self._journal_sig = _sig(self.folder / JOURNAL_NAME)
                 self._journal_good = 0
+                if self.file_backed:  # its values were read once, to be checked
+                    self.release_memory()
 
     # -------------------------------------------------------------- internals
 
@@ -660,11 +662,10 @@ class Store:
             self._set_aside(str(exc.__cause__ or exc))
             state, snapshot_sig = StoreState(self._state.dtype, allocate=self._allocate), None
         good, journal_sig = self._replay(state, 0)
-        if self.file_backed:  # a put replayed copied the matrix into its temporary file
-            for m in state.models.values():
-                _mapped.release(m.matrix)
         self._state, self._loaded = state, True
         self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
+        if self.file_backed:  # read once to check the values, and a put replayed copied the matrix
+            self.release_memory()
 
     def _read_snapshot(self, path):
         """``(state, sig)`` of the snapshot file; an empty state when there is none; StoreCorrupt if invalid."""
@@ -686,9 +687,6 @@ class Store:
             state = StoreState.from_snapshot(obj, self._state.dtype, regions, self._allocate)
         except ValueError as exc:
             raise self._corrupt(path, exc) from exc
-        if self.file_backed:
-            for m in state.models.values():  # read once, to check the values
-                _mapped.release(m.matrix)
         return state, (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)
 
     def _allocate(self, shape, dtype):
