@@ -262,7 +262,8 @@ def iter_records(data, start) -> Iterator[tuple[int, tuple]]:
 
 
 def _is_int(value):
-    return type(value) is int
+    """An int that fits the store's int64 columns of sizes and times."""
+    return type(value) is int and -(1 << 63) <= value < 1 << 63
 
 
 def _finite_bytes(raw, dtype):

@@ -7,22 +7,15 @@ journal's records (:meth:`StoreState.apply`), both in the formats of
 :mod:`imagecluster.models` package and the D-Bus ``Model``/``State`` properties.)
 """
 
-import itertools
 from typing import NamedTuple
 
 import numpy as np
 
 from ._capture import Capture, capture_problem
+from ._entries import Entries, Entry
 from ._journal import DTYPES, FORMAT, READ_VERSIONS, VERSION, all_finite, all_relpaths, region_layout
 
-__all__ = ["Captured", "Entry", "ModelMatrix", "StoreState", "Unreadable"]
-
-
-class Entry(NamedTuple):
-    """What the store knows about one photo file when it was fingerprinted."""
-
-    size: int
-    mtime_ns: int
+__all__ = ["Captured", "Entries", "Entry", "ModelMatrix", "StoreState", "Unreadable"]
 
 
 class ModelMatrix:
@@ -38,18 +31,24 @@ class ModelMatrix:
     A matrix loaded from a snapshot is the snapshot's own read-only bytes (a
     mapping of its file: no copy). The first change copies it into memory
     from ``allocate`` with room to grow.
+
+    Each photo's size and mtime are kept by row in two arrays (``sizes``,
+    ``mtimes``) and handed out with the path -> row dict as
+    :class:`~imagecluster._entries.Entries`, copy on write as well.
     """
 
-    __slots__ = ("dim", "matrix", "owned", "shared", "paths", "rows", "entries", "allocate")
+    __slots__ = ("dim", "matrix", "owned", "shared", "paths", "rows", "sizes", "mtimes", "table_shared", "allocate")
 
-    def __init__(self, dim, matrix, paths, entries, *, owned=True, allocate=np.empty):
+    def __init__(self, dim, matrix, paths, sizes, mtimes, *, owned=True, allocate=np.empty):
         self.dim = dim
         self.matrix = matrix  # (capacity, dim); rows [0, len(paths)) are live
         self.owned = owned  # writable and ours; False while it is a loaded snapshot's bytes
         self.shared = False  # a view of the live rows was handed out
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
-        self.entries = entries  # path -> Entry
+        self.sizes = sizes  # row -> size, int64, at least len(paths) long
+        self.mtimes = mtimes  # row -> mtime_ns, int64, as long as sizes
+        self.table_shared = False  # rows, sizes and mtimes were handed out as Entries
         self.allocate = allocate  # (shape, dtype) -> writable array, for copies
 
     @property
@@ -72,8 +71,24 @@ class ModelMatrix:
         elif self.shared:
             self._copy(len(self.matrix))
 
+    def _own_table(self, rows=0):
+        """Copy the path -> row dict and the size and mtime columns before a change, if they were handed out.
+
+        ``rows``: how many rows the columns must hold afterwards (they grow by half).
+        """
+        grow = rows > len(self.sizes)
+        if self.table_shared:
+            self.rows = dict(self.rows)
+        if self.table_shared or grow:
+            capacity = rows + rows // 2 + 16 if grow else len(self.sizes)
+            sizes, mtimes = np.zeros(capacity, np.int64), np.zeros(capacity, np.int64)
+            sizes[: self.used], mtimes[: self.used] = self.sizes[: self.used], self.mtimes[: self.used]
+            self.sizes, self.mtimes = sizes, mtimes
+        self.table_shared = False
+
     def put(self, path, size, mtime_ns, vector):
         row = self.rows.get(path)
+        self._own_table(self.used + 1)
         if row is None:
             row = self.used
             if not self.owned or row >= len(self.matrix):  # growth by a share: amortised O(1) per photo
@@ -83,18 +98,19 @@ class ModelMatrix:
         else:
             self._own()
         self.matrix[row] = vector
-        self.entries[path] = tuple.__new__(Entry, (size, mtime_ns))
+        self.sizes[row], self.mtimes[row] = size, mtime_ns
 
     def remove(self, path):
-        row = self.rows.pop(path, None)
-        if row is None:
+        if path not in self.rows:
             return
-        del self.entries[path]
+        self._own_table()
+        row = self.rows.pop(path)
         last = self.used - 1
         if row != last:
             self._own()
             moved = self.paths[last]
             self.matrix[row] = self.matrix[last]
+            self.sizes[row], self.mtimes[row] = self.sizes[last], self.mtimes[last]
             self.paths[row] = moved
             self.rows[moved] = row
         self.paths.pop()
@@ -103,9 +119,14 @@ class ModelMatrix:
         if old != new:
             self.remove(new)
             if old in self.rows:
+                self._own_table()
                 row = self.rows[new] = self.rows.pop(old)
                 self.paths[row] = new
-                self.entries[new] = self.entries.pop(old)
+
+    def entries(self):
+        """The photos' :class:`~imagecluster._entries.Entries` now (no copy: the next change copies)."""
+        self.table_shared = True
+        return Entries(self.rows, self.sizes, self.mtimes)
 
     def take(self, paths):
         """Rows of ``paths`` (all present), shape (len(paths), dim); may be a view."""
@@ -259,8 +280,11 @@ class StoreState:
         if not all_finite(matrix[:n]):
             raise ValueError(f"{where}: non-finite fingerprint values")
         if n:
-            entries = dict(zip(paths, map(tuple.__new__, itertools.repeat(Entry), zip(sizes, mtimes))))
-            self.models[name] = ModelMatrix(dim, matrix, list(paths), entries, owned=owned, allocate=self.allocate)
+            try:
+                columns = np.array(sizes, np.int64), np.array(mtimes, np.int64)
+            except OverflowError:
+                raise ValueError(f"{where}: a size or mtime out of range") from None
+            self.models[name] = ModelMatrix(dim, matrix, list(paths), *columns, owned=owned, allocate=self.allocate)
 
     def _forget_failure(self, model, path):
         failed = self.failed.get(model)
@@ -284,12 +308,13 @@ class StoreState:
         for name, offset in zip(names, offsets):
             m = self.models[name]
             paths = sorted(m.rows)
+            rows = np.fromiter(map(m.rows.__getitem__, paths), np.intp, len(paths))
             models[name] = {
                 "dim": m.dim,
                 "dtype": self.dtype.name,
                 "paths": paths,
-                "sizes": [m.entries[p].size for p in paths],
-                "mtimes": [m.entries[p].mtime_ns for p in paths],
+                "sizes": m.sizes[rows].tolist(),
+                "mtimes": m.mtimes[rows].tolist(),
                 "offset": offset,
             }
             matrices.append((offset, _row_chunks(m, paths, self.dtype)))
@@ -323,7 +348,8 @@ class StoreState:
                     raise ValueError(f"fingerprint of {path!r} does not fit in {self.dtype.name}")
             m = self.models.get(model)
             if m is None:
-                m = self.models[model] = ModelMatrix(vector.size, np.empty((0, vector.size), self.dtype), [], {},
+                m = self.models[model] = ModelMatrix(vector.size, np.empty((0, vector.size), self.dtype), [],
+                                                     np.zeros(0, np.int64), np.zeros(0, np.int64),
                                                      allocate=self.allocate)
             elif m.dim != vector.size:
                 raise ValueError(f"{path!r} has {vector.size} values but model {model!r} has {m.dim}")

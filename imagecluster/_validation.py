@@ -260,11 +260,16 @@ def check_model_key(model):
 
 
 def check_int(value, what, *, minimum=None):
-    """Return ``value`` as a Python int (not bool), at least ``minimum``; InvalidParameter otherwise."""
+    """Return ``value`` as a Python int (not bool) that fits in int64, at least ``minimum``; InvalidParameter otherwise.
+
+    File sizes and times are kept in int64 columns (as ``os.stat`` gives them).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidParameter(f"{what} must be an int, got {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise InvalidParameter(f"{what} must be >= {minimum}, got {value}")
+    if not -(1 << 63) <= value < 1 << 63:
+        raise InvalidParameter(f"{what} must fit in 64 bits, got {value}")
     return int(value)
 
 

@@ -27,7 +27,6 @@ import contextlib
 import copy
 import json
 import logging
-import operator
 import os
 import tempfile
 
@@ -102,15 +101,9 @@ class UnitRows:
         return out
 
 
-def _same_entries(paths, entries, others):
-    """Whether ``entries`` and ``others`` hold the same (size, mtime) for each of ``paths`` (a loop in C)."""
-    if not paths:
-        return True
-    get = operator.itemgetter(*paths)
-    try:
-        return get(entries) == get(others)
-    except KeyError:
-        return False
+def _no_versions():
+    """Sizes and mtimes of no photo."""
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
 
 class LibraryGraph:
@@ -150,7 +143,7 @@ class LibraryGraph:
             raise InvalidParameter("floor must be above 0: at 0 every pair would be an edge")
         self.paths = []
         self.edges = Edges.empty()
-        self._entries = {}
+        self._sizes, self._mtimes = _no_versions()  # each node's file version (size, mtime_ns)
         self._matrix = np.empty((0, 0), np.float32)
         self._norms = None  # each row's length (row_norms) once measured, kept across catch-ups
         self._index = None  # (sorted path hashes, their nodes), made when Similar needs it
@@ -201,7 +194,8 @@ class LibraryGraph:
         problem = self._disagreement() if loaded else ""
         if problem:
             logger.warning("the similarity graph %s is not used (%s); rebuilding it", self.file, problem)
-            self.paths, self._entries, self.edges, self._norms = [], {}, Edges.empty(), None
+            self.paths, self.edges, self._norms = [], Edges.empty(), None
+            self._sizes, self._mtimes = _no_versions()
             changed = self._follow(view, progress)
         self._dirty |= changed
         self._version = version
@@ -282,15 +276,13 @@ class LibraryGraph:
     def save(self):
         """Write the graph file atomically (temporary file, fsync, rename)."""
         blob = np.frombuffer("\0".join(self.paths).encode("utf-8", "surrogateescape"), dtype=np.uint8)
-        sizes = np.fromiter((self._entries[p][0] for p in self.paths), np.int64, len(self.paths))
-        mtimes = np.fromiter((self._entries[p][1] for p in self.paths), np.int64, len(self.paths))
         meta = json.dumps({"format": _FORMAT, "version": _VERSION, "model": self.model, "floor": self.floor,
                            "dtype": self._matrix.dtype.name, "n": len(self.paths), "exact": self.exact})
         fd, tmp = tempfile.mkstemp(prefix=".graph-", suffix=".tmp", dir=self.store.folder)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.frombuffer(meta.encode(), dtype=np.uint8), paths=blob, sizes=sizes,
-                         mtimes=mtimes, i=self.edges.i, j=self.edges.j, sim=self.edges.sim)
+                np.savez(f, meta=np.frombuffer(meta.encode(), dtype=np.uint8), paths=blob, sizes=self._sizes,
+                         mtimes=self._mtimes, i=self.edges.i, j=self.edges.j, sim=self.edges.sim)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.file)
@@ -328,24 +320,28 @@ class LibraryGraph:
     def _follow(self, view, progress):
         """Re-map the graph onto the store's rows now; search pairs for new and changed photos."""
         self._index = None
-        if view.paths == self.paths and view.entries == self._entries:
+        sizes, mtimes = view.entries.by_row()
+        k = len(self.paths)
+        if view.paths == self.paths and np.array_equal(sizes, self._sizes) and np.array_equal(mtimes, self._mtimes):
             if self._norms is None:  # a graph just loaded from its file
                 self._norms = row_norms(view.matrix)
-            # The view's lists share their strings and entries with the store: a graph loaded
+            # The view's list shares its strings with the store: a graph loaded
             # from its file then holds no second copy of a million paths.
-            self.paths, self._entries, self._matrix = view.paths, view.entries, view.matrix
+            self.paths, self._matrix = view.paths, view.matrix
+            self._sizes, self._mtimes = sizes, mtimes
             return False
         n = len(view.paths)
-        if view.paths[: len(self.paths)] == self.paths and _same_entries(self.paths, view.entries, self._entries):
+        if (view.paths[:k] == self.paths and np.array_equal(sizes[:k], self._sizes)
+                and np.array_equal(mtimes[:k], self._mtimes)):
             # Photos only added, the usual catch-up: the store appends their rows, the rest stay.
-            old_to_new = np.arange(len(self.paths), dtype=np.int64)
+            old_to_new = np.arange(k, dtype=np.int64)
         else:
             row_now = {p: r for r, p in enumerate(view.paths)}
-            old_to_new = np.full(len(self.paths), -1, dtype=np.int64)
-            for k, p in enumerate(self.paths):
-                r = row_now.get(p)
-                if r is not None and view.entries[p] == self._entries.get(p):
-                    old_to_new[k] = r
+            old_to_new = np.fromiter((row_now.get(p, -1) for p in self.paths), np.int64, k)
+            found = old_to_new >= 0
+            rows = old_to_new[found]
+            same = (sizes[rows] == self._sizes[found]) & (mtimes[rows] == self._mtimes[found])
+            old_to_new[np.flatnonzero(found)[~same]] = -1  # a new version under the same path
         kept = old_to_new >= 0
         fresh = np.ones(n, dtype=bool)
         fresh[old_to_new[kept]] = False
@@ -377,8 +373,8 @@ class LibraryGraph:
         if len(new_rows) or dropped:
             logger.debug("graph of %s: %d photos new or changed, %d dropped",
                          self.store.library, len(new_rows), dropped)
-        self.paths, self._entries, self._matrix, self.edges = view.paths, view.entries, view.matrix, edges  # new lists
-        self._norms = norms
+        self.paths, self._matrix, self.edges = view.paths, view.matrix, edges  # new lists
+        self._sizes, self._mtimes, self._norms = sizes, mtimes, norms
         return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 
     def _load(self, view):
@@ -398,7 +394,8 @@ class LibraryGraph:
         problem = self._take(arrays, view)
         if problem:
             logger.warning("the similarity graph %s is not used (%s); rebuilding it", self.file, problem)
-            self.paths, self._entries, self.edges, self._norms = [], {}, Edges.empty(), None
+            self.paths, self.edges, self._norms = [], Edges.empty(), None
+            self._sizes, self._mtimes = _no_versions()
         return not problem
 
     def _take(self, arrays, view):
@@ -430,7 +427,7 @@ class LibraryGraph:
         if not isinstance(meta.get("exact", True), bool):
             return "header damaged"
         self.paths, self._norms = paths, None
-        self._entries = {p: (int(s), int(m)) for p, s, m in zip(paths, sizes.tolist(), mtimes.tolist())}
+        self._sizes, self._mtimes = sizes, mtimes
         self.edges = Edges(i, j, sims)
         self.exact = meta.get("exact", True)  # graphs saved before approximate builds were all exact
         return ""

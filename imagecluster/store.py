@@ -44,12 +44,12 @@ from . import _journal, _mapped
 from ._capture import Capture, capture_problem
 from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
 from ._journal import DTYPES
-from ._store_state import Captured, Entry, StoreState, Unreadable
+from ._store_state import Captured, Entries, Entry, StoreState, Unreadable
 from ._validation import check_int, check_iterable, check_model_key, check_relpath, check_share, check_vector
 from ._xdg import xdg_data_home
 from .images import STORE_DIRNAME
 
-__all__ = ["Captured", "Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
+__all__ = ["Captured", "Entries", "Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class FingerprintView(NamedTuple):
 
     paths: list
     matrix: np.ndarray
-    entries: dict
+    entries: Entries
 
 
 class Store:
@@ -228,15 +228,17 @@ class Store:
 
         Returns
         -------
-        entries : dict of str to Entry
-            Library-relative POSIX path -> ``Entry(size, mtime_ns)``; a new dict,
-            empty for an unknown model.
+        entries : Entries
+            A read-only mapping of library-relative POSIX path ->
+            ``Entry(size, mtime_ns)``, as the store is now (later changes
+            do not show in it); empty for an unknown model. It compares
+            equal to a dict of the same items; ``dict(entries)`` makes one.
         """
         model = check_model_key(model)
         with self._mutex:
             self._refresh()
             m = self._state.models.get(model)
-            return dict(m.entries) if m else {}
+            return m.entries() if m else Entries()
 
     def fingerprints(self, model, paths=None):
         """Fingerprints of one model as one matrix.
@@ -290,7 +292,8 @@ class Store:
             ``paths`` (list of str, in row order), ``matrix`` (read-only
             ndarray of shape (n_images, n_features), in the store's dtype,
             never changed afterwards: later writes copy it first) and
-            ``entries`` (dict of path to Entry, a new dict). Empty for an
+            ``entries`` (:class:`Entries` as :meth:`entries` gives, with
+            :meth:`Entries.by_row` in the order of ``paths``). Empty for an
             unknown model (``matrix`` of shape (0, 0)).
         """
         model = check_model_key(model)
@@ -298,9 +301,9 @@ class Store:
             self._refresh()
             m = self._state.models.get(model)
             if m is None:
-                return FingerprintView([], np.empty((0, 0), self._state.dtype), {})
+                return FingerprintView([], np.empty((0, 0), self._state.dtype), Entries())
             paths, matrix = m.view()
-            return FingerprintView(paths, matrix, dict(m.entries))
+            return FingerprintView(paths, matrix, m.entries())
 
     def release_memory(self):
         """Take the mapped fingerprint matrices out of this process's resident memory.

@@ -12,6 +12,8 @@ the mirror.
 """
 
 import collections
+import collections.abc
+import itertools
 import logging
 import os
 import stat
@@ -24,9 +26,10 @@ import numpy as np
 from .._library import scan_library
 from .._library_events import capture_items
 from ..images import TREE_MARKER, listing_order, special_file_kind, walk_photos
-from ..store import Store
+from ..store import Entries, Store
 
-__all__ = ["LibraryFolder", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves", "normalised"]
+__all__ = ["LibraryFolder", "Mirror", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves",
+           "normalised"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,58 @@ def match_moves(todo, gone, known):
     return [(olds[0], new[k][0]) for k, olds in old.items() if len(olds) == 1 and len(new.get(k, ())) == 1]
 
 
+class Mirror(collections.abc.MutableMapping):
+    """The store's entries as last handed out, with the event loop's own changes on top.
+
+    The event loop moves and forgets photos in the mirror before the store
+    runs the same operations in a thread. Those changes are a small dict over
+    the store's read-only :class:`~imagecluster.store.Entries` (``None``
+    where a photo was taken out), so a library of a million photos is never
+    copied for them, and the next store call replaces the whole mirror.
+    """
+
+    __slots__ = ("_base", "_changes", "_len")
+
+    def __init__(self, base=None):
+        self._base = Entries() if base is None else base
+        self._changes = {}  # rel -> Entry, or None: taken out
+        self._len = len(self._base)
+
+    def __getitem__(self, rel):
+        if rel in self._changes:
+            entry = self._changes[rel]
+            if entry is None:
+                raise KeyError(rel)
+            return entry
+        return self._base[rel]
+
+    def __contains__(self, rel):
+        return self._changes[rel] is not None if rel in self._changes else rel in self._base
+
+    def __setitem__(self, rel, entry):
+        self._len += rel not in self
+        self._changes[rel] = entry
+
+    def __delitem__(self, rel):
+        if rel not in self:
+            raise KeyError(rel)
+        self._changes[rel] = None
+        self._len -= 1
+
+    def __iter__(self):
+        changes = self._changes
+        if not changes:
+            return iter(self._base)
+        return itertools.chain((r for r in self._base if r not in changes),
+                               (r for r, e in changes.items() if e is not None))
+
+    def __len__(self):
+        return self._len
+
+    def __repr__(self):
+        return f"<Mirror of {self._len} photos, {len(self._changes)} changed here>"
+
+
 @dataclass(eq=False)
 class LibraryFolder:
     """A library's folder, store and state in the indexer."""
@@ -107,7 +162,7 @@ class LibraryFolder:
     reconciling: bool = False
     watched: bool | None = None  # False: cannot be watched, reconciled at every rescan instead
     identity: tuple | None = None  # (st_dev, st_ino) of the folder being watched
-    known: dict = field(default_factory=dict)  # rel -> Entry: mirror of the store, for the model
+    known: Mirror = field(default_factory=Mirror)  # rel -> Entry: mirror of the store, for the model
     backlog: list = field(default_factory=list)  # changes held back while reconciling
     warned: bool = False
     seen: bool = False  # was available at some point (a library that comes back is "available again")
@@ -225,13 +280,14 @@ class LibraryFolder:
 
     def set_known(self, entries):
         """Take the store's fresh entries as the mirror; gone photos stay out of it until removed."""
+        known = Mirror(entries)
         for rel, (entry, _) in list(self.gone.items()):
-            current = entries.get(rel)
+            current = known.get(rel)
             if current is not None and current == entry:
-                del entries[rel]
+                del known[rel]
             else:  # removed meanwhile, or a new version stored under its name
                 del self.gone[rel]
-        self.known = entries
+        self.known = known
 
     def next_expiry(self):
         """When the next gone photo is due for removal (monotonic time), or None."""

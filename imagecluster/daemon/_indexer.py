@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .._exceptions import ImageClusterError, InvalidParameter, LibraryNotFound, NotAnImage, NotInLibrary, PhotoNotFound
 from .._validation import check_batch_size, check_model_name, check_seconds
-from ._folder import file_sig, folder_identity, normalised
+from ..store import Entries
+from ._folder import Mirror, file_sig, folder_identity, normalised
 from ._libraries import Libraries, check_libraries
 from ._pending import PendingPhotos
 from ._scheduler import MIN_PHOTOS, SchedulerIndexing
@@ -491,7 +492,8 @@ class Indexer:
             logger.info("library %s is available again" if lib.seen else "library %s is there now", lib.root)
             lib.warned = False
         lib.seen = True
-        lib.available, lib.identity, lib.known = True, identity, known
+        lib.available, lib.identity = True, identity
+        lib.set_known(known)
         if todo and self._dask is not None and self._dask.take(lib.root, len(todo), self._after_dask):
             todo = []  # on the Dask scheduler; reconciled again when that run ends
         old = time.time_ns() - int(self._pending.settle * 1e9)
@@ -512,7 +514,7 @@ class Indexer:
     async def _lose(self, lib, reason):
         if not lib.available:
             return
-        lib.available, lib.identity, lib.known, lib.warned = False, None, {}, True
+        lib.available, lib.identity, lib.known, lib.warned = False, None, Mirror(), True
         lib.gone.clear()
         self._pending.drop(lib.root)
         logger.warning("library %s %s; skipping it until it comes back", lib.root, reason)
@@ -525,14 +527,14 @@ class Indexer:
     # -------------------------------------------------------------- plumbing
 
     async def _store_call(self, lib, fn, *args):
-        """Run ``fn(*args)`` in a thread under the store lock; a returned dict becomes the library's mirror."""
+        """Run ``fn(*args)`` in a thread under the store lock; returned entries become the library's mirror."""
         async with self._store_lock:
             try:
                 known = await asyncio.to_thread(fn, *args)
             except (ImageClusterError, OSError) as exc:
                 logger.warning("cannot update the store of %s: %s", lib.root, exc)
                 return False
-        if isinstance(known, dict) and lib.available:
+        if isinstance(known, Entries) and lib.available:
             lib.set_known(known)
         return True
 
