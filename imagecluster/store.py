@@ -22,19 +22,15 @@ made (two ``stat`` calls when nothing changed). A crash mid-append leaves a
 torn record that replay skips and the next write cuts off; a crash during
 :meth:`Store.compact` leaves either the old snapshot and journal or the new
 snapshot and an old journal that its base token marks as already merged.
+
+:class:`Store` is the public face and decides when to read, write and catch
+up; the content in memory is :mod:`imagecluster._store_state`, the file work
+(lock, snapshot, journal, damaged stores set aside) :mod:`imagecluster._store_files`.
 """
 
-import contextlib
-import errno
-import fcntl
-import hashlib
 import logging
 import os
-import pickle
-import shutil
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,73 +38,18 @@ import numpy as np
 
 from . import _journal, _mapped
 from ._capture import Capture, capture_problem
-from ._exceptions import InvalidParameter, LibraryNotFound, StoreCorrupt, StoreError, StoreLocked
+from ._exceptions import InvalidParameter, StoreCorrupt, StoreError
 from ._journal import DTYPES
+from ._store_files import StoreFiles, file_version, store_folder
 from ._store_state import Captured, Entries, Entry, StoreState, Unreadable
 from ._validation import check_int, check_iterable, check_model_key, check_relpath, check_share, check_vector
-from ._xdg import xdg_data_home
-from .images import STORE_DIRNAME
 
 __all__ = ["Captured", "Entries", "Entry", "FingerprintView", "Store", "Unreadable", "store_folder"]
 
 logger = logging.getLogger(__name__)
 
-FOLDER_NAME = STORE_DIRNAME
-SNAPSHOT_NAME = "fingerprints.pk"
-JOURNAL_NAME = "journal.pk"
-LOCK_NAME = "lock"
-DAMAGED_PREFIX = "damaged-"
 #: Smallest changed matrix a ``file_backed`` store keeps in a temporary file rather than in ordinary memory.
 FILE_BACKED_MIN_BYTES = 64 << 20
-
-
-def store_folder(library, environ=None):
-    """Where a library's store lives: ``<library>/.imagecluster``, or for a read-only library the user's data folder.
-
-    A library on a read-only medium (a mounted archive, a DVD) or in a folder
-    the user may not write gets its store under
-    ``$XDG_DATA_HOME/imagecluster/stores/<name>-<hash of the path>``. A store
-    folder that already exists in the library is always used.
-
-    Parameters
-    ----------
-    library : path-like
-        The photo folder (absolute).
-    environ : mapping, default=None
-        Environment to read ``XDG_DATA_HOME`` from; None means ``os.environ``.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    library = Path(library)
-    inside = library / FOLDER_NAME
-    if inside.is_dir() or not library.is_dir() or os.access(library, os.W_OK):
-        return inside
-    digest = hashlib.sha256(os.fsencode(library)).hexdigest()[:12]
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in library.name)[:40] or "root"
-    return xdg_data_home(environ) / "imagecluster" / "stores" / f"{name}-{digest}"
-
-
-def _sig(path):
-    """Identity of a file's current version, or None when it is missing."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _fsync_dir(path):
-    """Make a folder's new or renamed entries durable (where the file system can)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 class FingerprintView(NamedTuple):
@@ -187,13 +128,13 @@ class Store:
         self.dtype = name
         self.lock_timeout = float(lock_timeout)
         self.file_backed = bool(file_backed)
+        self._files = StoreFiles(self.library, self.folder, self.lock_timeout)
         self._mutex = threading.RLock()
         self._state = StoreState(DTYPES[name], allocate=self._allocate)
         self._loaded = False
         self._snapshot_sig = None
         self._journal_sig = None
         self._journal_good = 0  # journal offset after the last good record: where the next append goes
-        self._kept_damage = None  # (journal sig, offset) of the damage last copied aside
 
     def __repr__(self):
         return f"Store({str(self.library)!r}, dtype={self.dtype!r})"
@@ -533,54 +474,25 @@ class Store:
         with self._mutex:
             if not self.folder.is_dir():
                 return
-            with self._lock(exclusive=True):
+            with self._files.lock(exclusive=True):
                 self._refresh_locked(repair=True)
                 if self._snapshot_sig is not None and (self._journal_sig is None or self._journal_sig[1] == 0):
                     return  # nothing to merge
                 journal_bytes = 0 if self._journal_sig is None else self._journal_sig[1]
                 if self._snapshot_sig is not None and journal_bytes < share * self._snapshot_sig[1]:
                     return  # cheaper to replay at the next load than to rewrite now
-                path = self.folder / SNAPSHOT_NAME
                 try:
-                    for stale in self.folder.glob(".fingerprints-*.tmp"):  # from a crashed compaction
-                        stale.unlink()
-                    header, matrices = self._state.to_snapshot(os.urandom(16))
-                    self._write_snapshot(header, matrices, path)
-                    with open(self.folder / JOURNAL_NAME, "ab") as f:
-                        f.truncate(0)
-                        os.fsync(f.fileno())
+                    self._files.write_snapshot(*self._state.to_snapshot(os.urandom(16)))
+                    journal_sig = self._files.empty_journal()
                 except OSError as exc:
                     raise StoreError(f"cannot compact the store in {self.folder}: {exc}") from exc
                 # The same content, now mapped from the new file: the memory of copies made since loading is freed.
-                self._state, self._snapshot_sig = self._read_snapshot(path)
-                self._journal_sig = _sig(self.folder / JOURNAL_NAME)
-                self._journal_good = 0
+                self._state, self._snapshot_sig = self._files.read_snapshot(self._state.dtype, self._allocate)
+                self._journal_sig, self._journal_good = journal_sig, 0
                 if self.file_backed:  # its values were read once, to be checked
                     self.release_memory()
 
     # -------------------------------------------------------------- internals
-
-    def _write_snapshot(self, header, matrices, path):
-        """Write a snapshot (format in :mod:`imagecluster._journal`) to a temporary file, then rename it."""
-        fd, tmp = tempfile.mkstemp(prefix=".fingerprints-", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                blob = pickle.dumps(header, protocol=5)
-                f.write(blob)
-                start = _journal.align(len(blob))
-                for offset, chunks in matrices:
-                    f.write(bytes(start + offset - f.tell()))
-                    for chunk in chunks:
-                        f.write(chunk)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.folder)
 
     def _write(self, build):
         """Under the exclusive lock: catch up, ask ``build(state)`` for records, append them."""
@@ -589,52 +501,29 @@ class Store:
                 self._refresh()
                 if not build(self._state):
                     return
-        with self._mutex, self._lock(exclusive=True):
+        with self._mutex, self._files.lock(exclusive=True):
             self._refresh_locked(repair=True)
             records = build(self._state)
             if records:
                 self._append(records)
 
     def _append(self, records):
-        path = self.folder / JOURNAL_NAME
         start = self._journal_good
         data = _journal.encode([("base", self._state.token), *records] if start == 0 else records)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size != start:
-                    logger.info(
-                        "%s: cutting %d bytes of damaged or merged journal at byte %d", path, size - start, start
-                    )
-                    os.ftruncate(fd, start)
-                os.lseek(fd, start, os.SEEK_SET)
-                view = memoryview(data)
-                while view:  # one write unless the kernel writes short
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            if size == 0:
-                _fsync_dir(self.folder)
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc}") from exc
+        sig = self._files.append_journal(data, start)
         for record in records:
             self._state.apply(record)
-        self._journal_good = start + len(data)
-        self._journal_sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        self._journal_good, self._journal_sig = start + len(data), sig
 
     def _refresh(self):
         """Catch up with other processes; re-reads under a shared lock only if a file changed."""
-        if self._loaded and _sig(self.folder / SNAPSHOT_NAME) == self._snapshot_sig:
-            if _sig(self.folder / JOURNAL_NAME) == self._journal_sig:
-                return
+        if self._loaded and self._files.versions() == (self._snapshot_sig, self._journal_sig):
+            return
         try:
-            with self._lock(exclusive=False):
+            with self._files.lock(exclusive=False):
                 self._refresh_locked()
         except StoreCorrupt:  # moving it aside needs the exclusive lock (and a second look under it)
-            with self._lock(exclusive=True):
+            with self._files.lock(exclusive=True):
                 self._refresh_locked(repair=True)
 
     def _refresh_locked(self, repair=False):
@@ -643,11 +532,10 @@ class Store:
         A damaged snapshot raises StoreCorrupt, or with ``repair`` (the
         exclusive lock held) is moved aside and the store starts empty.
         """
-        journal = self.folder / JOURNAL_NAME
-        if not self._loaded or _sig(self.folder / SNAPSHOT_NAME) != self._snapshot_sig:
+        if not self._loaded or file_version(self._files.snapshot) != self._snapshot_sig:
             self._reload(repair)
             return
-        sig, old = _sig(journal), self._journal_sig
+        sig, old = file_version(self._files.journal), self._journal_sig
         if sig == old:
             return
         if sig is None or (old is not None and sig[0] != old[0]) or sig[1] < self._journal_good:
@@ -656,41 +544,18 @@ class Store:
         self._journal_good, self._journal_sig = self._replay(self._state, self._journal_good)
 
     def _reload(self, repair=False):
-        path = self.folder / SNAPSHOT_NAME
         try:
-            state, snapshot_sig = self._read_snapshot(path)
+            state, snapshot_sig = self._files.read_snapshot(self._state.dtype, self._allocate)
         except StoreCorrupt as exc:
             if not repair:
                 raise
-            self._set_aside(str(exc.__cause__ or exc))
+            self._files.set_aside(str(exc.__cause__ or exc))
             state, snapshot_sig = StoreState(self._state.dtype, allocate=self._allocate), None
         good, journal_sig = self._replay(state, 0)
         self._state, self._loaded = state, True
         self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
         if self.file_backed:  # read once to check the values, and a put replayed copied the matrix
             self.release_memory()
-
-    def _read_snapshot(self, path):
-        """``(state, sig)`` of the snapshot file; an empty state when there is none; StoreCorrupt if invalid."""
-        try:
-            with open(path, "rb") as f:
-                sig = os.fstat(f.fileno())
-                obj = _journal.safe_load(f)
-                start = _journal.align(f.tell())  # the unpickler stops at the header's end
-                regions = _mapped.read_region(f, start, sig.st_size - start) if sig.st_size > start else b""
-        except FileNotFoundError:
-            return StoreState(self._state.dtype, allocate=self._allocate), None
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
-        except MemoryError:
-            raise
-        except Exception as exc:  # anything else a hostile pickle can provoke
-            raise self._corrupt(path, exc) from exc
-        try:
-            state = StoreState.from_snapshot(obj, self._state.dtype, regions, self._allocate)
-        except ValueError as exc:
-            raise self._corrupt(path, exc) from exc
-        return state, (sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns)
 
     def _allocate(self, shape, dtype):
         """Memory for a matrix that changes: a mapped temporary file when ``file_backed`` and it is large."""
@@ -701,66 +566,12 @@ class Store:
             logger.info("cannot keep fingerprints in a temporary file in %s; they are kept in memory", self.folder)
         return np.empty(shape, dtype)
 
-    def _corrupt(self, path, exc):
-        return StoreCorrupt(f"{path} is not a valid imagecluster store ({exc}); delete {self.folder} to rebuild it")
-
-    def _damaged_folder(self):
-        """A new ``damaged-<time>`` folder in the store folder, for files kept for the user."""
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for n in range(100):
-            folder = self.folder / f"{DAMAGED_PREFIX}{stamp}{'' if n == 0 else f'-{n}'}"
-            try:
-                os.mkdir(folder, 0o755)
-                return folder
-            except FileExistsError:
-                continue
-        raise StoreError(f"cannot make a folder for the damaged store in {self.folder}")
-
-    def _set_aside(self, reason):
-        """Move the damaged snapshot and journal to a ``damaged-<time>`` folder (exclusive lock held)."""
-        try:
-            aside = self._damaged_folder()
-            for name in (SNAPSHOT_NAME, JOURNAL_NAME):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(self.folder / name, aside / name)
-            _fsync_dir(self.folder)
-        except OSError as exc:
-            raise StoreCorrupt(
-                f"the store in {self.folder} is damaged ({reason}) and cannot be moved aside ({exc}); "
-                f"delete {self.folder} to rebuild it"
-            ) from exc
-        logger.warning(
-            "the fingerprint store of %s was damaged (%s); it is kept in %s and rebuilt: "
-            "its photos are fingerprinted again", self.library, reason, aside,
-        )
-
-    def _keep_damaged_journal(self, path, data_sig, bad):
-        """Copy a journal with damage after good records aside once, so nothing is dropped silently."""
-        if self._kept_damage == (data_sig, bad.offset):
-            return
-        self._kept_damage = (data_sig, bad.offset)
-        try:
-            aside = self._damaged_folder()
-            shutil.copyfile(path, aside / JOURNAL_NAME)
-        except (OSError, StoreError) as exc:
-            logger.warning("%s: %s; the records before it are kept (a copy could not be made: %s)", path, bad, exc)
-            return
-        logger.warning("%s: %s; the records before it are kept, a copy of the whole journal is in %s",
-                       path, bad, aside)
-
     def _replay(self, state, start):
         """Apply journal records from byte ``start``; return (good end offset, journal sig)."""
-        path = self.folder / JOURNAL_NAME
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                f.seek(start)
-                data = f.read(st.st_size - start)
-        except FileNotFoundError:
+        data, sig = self._files.read_journal(start)
+        if data is None:
             return 0, None
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        path = self._files.journal
         good = start
         try:
             for end, record in _journal.iter_records(data, start):
@@ -779,70 +590,7 @@ class Store:
         except _journal.BadRecord as exc:
             if exc.torn:  # a crash during an append: the record never completed
                 logger.warning("%s: %s (an interrupted write); ignoring the last %d bytes",
-                               path, exc, st.st_size - exc.offset)
+                               path, exc, sig[1] - exc.offset)
             else:
-                self._keep_damaged_journal(path, sig, exc)
+                self._files.keep_damaged_journal(sig, exc)
         return good, sig
-
-    @contextlib.contextmanager
-    def _lock(self, *, exclusive):
-        """Hold ``flock`` on the lock file; shared locks are skipped when there is no store."""
-        path = self.folder / LOCK_NAME
-        flags = os.O_RDONLY
-        if exclusive:
-            self._make_folder()
-            flags = os.O_RDWR | os.O_CREAT
-        try:
-            fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError as exc:
-            if exclusive:
-                raise StoreError(f"cannot open {path}: {exc}") from exc
-            fd = None
-        except OSError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        if fd is None:
-            yield
-            return
-        try:
-            self._acquire(fd, exclusive)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _acquire(self, fd, exclusive):
-        op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, op)
-                return
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.1)
-            except OSError as exc:
-                raise StoreError(f"cannot lock {self.folder / LOCK_NAME}: {exc}") from exc
-        raise StoreLocked(
-            f"another imagecluster process is writing to {self.library}; try again when it finishes "
-            f"(waited {self.lock_timeout:g} s)"
-        )
-
-    def _make_folder(self):
-        if self.folder.is_dir():
-            return
-        if not self.library.is_dir():
-            raise LibraryNotFound(f"library {self.library} does not exist")
-        try:
-            os.makedirs(self.folder.parent, exist_ok=True)  # the user's data folder, for a read-only library
-            os.mkdir(self.folder, 0o755)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.folder}: {exc}") from exc
-        try:
-            _fsync_dir(self.folder.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot sync {self.folder.parent}: {exc}") from exc

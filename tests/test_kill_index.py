@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from imagecluster import Store, index_library
-from imagecluster.store import JOURNAL_NAME, _sig  # the store's own test of a file's version
+from imagecluster._store_files import JOURNAL_NAME, file_version  # the store's own test of a file's version
 
 KILLS = 20
 
@@ -35,14 +35,14 @@ def test_index_killed_twenty_times_resumes_and_loses_nothing(make_library, tmp_p
     stored_counts = []
     journal = lib / ".imagecluster" / JOURNAL_NAME
     for kill in range(KILLS):
-        before = _sig(journal)
+        before = file_version(journal)
         proc = subprocess.Popen([sys.executable, "-m", "imagecluster", "index", str(lib), "--batch-size", "4"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         if kill % 2:
             # Half the kills land while photos are being stored: once this run has appended to the
             # journal, a moment later (how long start-up takes depends on the machine's load).
             deadline = time.monotonic() + 300
-            while _sig(journal) == before and proc.poll() is None and time.monotonic() < deadline:
+            while file_version(journal) == before and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.5))
         else:

@@ -86,13 +86,13 @@ def test_the_command_line_converts_typed_text_first():
 
 
 def test_each_constant_is_defined_once():
-    from imagecluster import images, store
+    from imagecluster import _store_files, images
     from imagecluster._pipeline import DEFAULT_BATCH_SIZE as pipeline_batch
     from imagecluster.daemon._config import Config
     from imagecluster.models._common import BATCH_SIZE as model_batch
     from imagecluster.plugin_api import _base
 
-    assert store.FOLDER_NAME is images.STORE_DIRNAME
+    assert _store_files.FOLDER_NAME is images.STORE_DIRNAME
     assert pipeline_batch is DEFAULT_BATCH_SIZE and model_batch is DEFAULT_BATCH_SIZE
     assert Config.__dataclass_fields__["batch_size"].default is DEFAULT_BATCH_SIZE
     assert _base.check_wait is check_wait and _base.check_timeout is check_timeout
