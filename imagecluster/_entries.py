@@ -55,13 +55,15 @@ class Entries(Mapping):
         mtimes = np.array([mtime for _, (_, mtime) in items], np.int64).reshape(-1)
         return cls(rows, sizes, mtimes)
 
-    def __getitem__(self, path):
-        row = self._rows[path]
+    def _at(self, row):
         return tuple.__new__(Entry, (int(self._sizes[row]), int(self._mtimes[row])))
+
+    def __getitem__(self, path):
+        return self._at(self._rows[path])
 
     def get(self, path, default=None):
         row = self._rows.get(path)
-        return default if row is None else tuple.__new__(Entry, (int(self._sizes[row]), int(self._mtimes[row])))
+        return default if row is None else self._at(row)
 
     def __contains__(self, path):
         return path in self._rows
