@@ -7,17 +7,24 @@ drop and re-read them, and :func:`release` takes them out of the process's
 resident set after a pass over the matrix (the next pass finds them in the
 page cache, or reads them again).
 
-Two kinds of mapping, both ``MAP_SHARED``, so that releasing pages never
-loses a change:
+Three kinds of mapping:
 
 * the matrix region of a snapshot file, read-only (:func:`map_region`):
   loading a store copies nothing. The snapshot is never written in place (a
   compaction writes a new file and renames it), so the mapping stays valid
   however the store changes; only a file truncated by hand could break it.
+* the same region followed by spare rows of private memory
+  (:func:`map_region_growable`): new photos are appended after the loaded
+  ones without copying them. The region's pages stay read-only and shared
+  with the page cache; only the spare part (and the one page where the two
+  meet) is ever written, and :func:`release` leaves that part alone, since
+  dropping a private page would lose what was written to it.
 * a writable matrix in an unlinked temporary file (:func:`file_backed_empty`)
-  for the copy that the first change after loading makes. Its blocks are
-  reserved when it is made, so a full disk is an error there (and the store
-  falls back to ordinary memory), never a ``SIGBUS`` at a later write.
+  for the copy that a change of a loaded row (or appending beyond the spare
+  rows) makes. It is ``MAP_SHARED``, so releasing its pages never loses a
+  change. Its blocks are reserved when it is made, so a full disk is an
+  error there (and the store falls back to ordinary memory), never a
+  ``SIGBUS`` at a later write.
 """
 
 import contextlib
@@ -26,11 +33,16 @@ import ctypes.util
 import functools
 import mmap
 import os
+import sys
 import tempfile
 
 import numpy as np
 
-__all__ = ["file_backed_empty", "map_region", "mapping_of", "read_region", "release", "trim_heap"]
+__all__ = ["file_backed_empty", "map_region", "map_region_growable", "mapping_of", "read_region", "release",
+           "trim_heap"]
+
+_PAGE = mmap.PAGESIZE
+_MAP_FIXED = 0x10  # the same on every Linux architecture; Python 3.11's mmap module does not name it
 
 def map_region(fd, start, length):
     """Map ``length`` bytes of an open file from byte ``start``, read-only.
@@ -45,6 +57,67 @@ def map_region(fd, start, length):
     base = start - start % mmap.ALLOCATIONGRANULARITY
     mapping = mmap.mmap(fd, start - base + length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=base)
     return memoryview(mapping)[start - base :]
+
+
+def map_region_growable(fd, start, length, spare):
+    """Map ``length`` bytes of an open file from byte ``start`` privately, followed by ``spare`` writable bytes.
+
+    One address range: the file's region, then ``spare`` bytes of zeroed
+    private memory, so that an array over it can grow into the spare bytes
+    while its first ``length`` bytes are the file's pages (no copy). Those
+    pages are read-only, except the one where the region ends and the spare
+    bytes begin; what is written there is private (the file never changes).
+
+    Returns
+    -------
+    memoryview or None
+        ``length + spare`` writable bytes, keeping the mappings alive. None
+        where this cannot be done (not Linux, no ``mmap`` in the C library,
+        or the kernel refused): the caller maps the region read-only instead.
+        :func:`release` must be given ``keep_from=length`` for it.
+    """
+    mmap_call, mprotect = _libc_mapping_calls()
+    if mmap_call is None or length <= 0 or spare <= 0:
+        return None
+    base = start - start % _PAGE
+    lead = start - base
+    try:
+        reserved = mmap.mmap(-1, lead + length + spare, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:
+        return None
+    pointer = ctypes.c_char.from_buffer(reserved)
+    address = ctypes.addressof(pointer)
+    del pointer  # lets the mapping be closed again
+    # The file's pages replace the first part of the reserved range; the range stays one Python mmap, which
+    # unmaps all of it (both kinds of page) when it is collected.
+    mapped = mmap_call(address, lead + length, mmap.PROT_READ, mmap.MAP_PRIVATE | _MAP_FIXED, fd, base)
+    if mapped != address:
+        reserved.close()
+        return None
+    end = lead + length
+    if end % _PAGE:  # the page shared by the last loaded row and the first spare one takes writes
+        last = end - end % _PAGE
+        if mprotect(address + last, _PAGE, mmap.PROT_READ | mmap.PROT_WRITE) != 0:
+            reserved.close()
+            return None
+    return memoryview(reserved)[lead:]
+
+
+@functools.cache
+def _libc_mapping_calls():
+    """The C library's ``mmap`` and ``mprotect`` (Linux), or ``(None, None)``."""
+    if not sys.platform.startswith("linux"):
+        return None, None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        mmap_call, mprotect = libc.mmap, libc.mprotect
+    except (OSError, AttributeError):
+        return None, None
+    mmap_call.restype = ctypes.c_void_p
+    mmap_call.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    mprotect.restype = ctypes.c_int
+    mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return mmap_call, mprotect
 
 
 def read_region(file, start, length):
@@ -99,17 +172,33 @@ def mapping_of(array):
     return None
 
 
-def release(array):
+def release(array, keep_from=None):
     """Take a mapped array's pages out of this process's resident memory; nothing for ordinary memory.
 
-    ``MADV_DONTNEED`` on a shared mapping: the pages stay in the page cache
-    (changed ones are still written to their file) and are mapped again when
-    next read. Arrays and views sharing the mapping stay valid.
+    ``MADV_DONTNEED``: pages of a file stay in the page cache (changed pages
+    of a shared mapping are still written to their file) and are mapped
+    again when next read. Arrays and views sharing the mapping stay valid.
+
+    Parameters
+    ----------
+    array : ndarray
+    keep_from : int or None, default=None
+        Byte offset in ``array`` from which pages are kept: private memory
+        (:func:`map_region_growable`'s spare bytes), whose content would be
+        lost. Only whole pages before it are released. None releases the
+        whole mapping.
     """
     mapping = mapping_of(array)
-    if mapping is not None:
-        with contextlib.suppress(ValueError, OSError):  # a closed mapping; a kernel without madvise
+    if mapping is None:
+        return
+    with contextlib.suppress(ValueError, OSError):  # a closed mapping; a kernel without madvise
+        if keep_from is None:
             mapping.madvise(mmap.MADV_DONTNEED)
+            return
+        start = array.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data
+        end = (start + keep_from) // _PAGE * _PAGE
+        if end > 0:
+            mapping.madvise(mmap.MADV_DONTNEED, 0, end)
 
 
 @functools.cache

@@ -10,6 +10,7 @@ when a name appears or moves) before it returns.
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -90,6 +91,11 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def _grow(fd, start, offset, length, spare):
+    """A matrix region of the snapshot open as ``fd`` (regions from byte ``start``), with ``spare`` bytes of room."""
+    return _mapped.map_region_growable(fd, start + offset, length, spare)
+
+
 class StoreFiles:
     """The files of one store folder. Holds no content; remembers only which damaged journal it copied aside.
 
@@ -133,23 +139,28 @@ class StoreFiles:
         """
         path = self.snapshot
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                obj = _journal.safe_load(f)
-                start = _journal.align(f.tell())  # the unpickler stops at the header's end
-                regions = _mapped.read_region(f, start, st.st_size - start) if st.st_size > start else b""
+            f = open(path, "rb")
         except FileNotFoundError:
             return StoreState(dtype, allocate=allocate), None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
-        except MemoryError:
-            raise
-        except Exception as exc:  # anything else a hostile pickle can provoke
-            raise self._corrupt(exc) from exc
-        try:
-            state = StoreState.from_snapshot(obj, dtype, regions, allocate)
-        except ValueError as exc:
-            raise self._corrupt(exc) from exc
+        with f:
+            try:
+                st = os.fstat(f.fileno())
+                obj = _journal.safe_load(f)
+                start = _journal.align(f.tell())  # the unpickler stops at the header's end
+                regions = _mapped.read_region(f, start, st.st_size - start) if st.st_size > start else b""
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+            except MemoryError:
+                raise
+            except Exception as exc:  # anything else a hostile pickle can provoke
+                raise self._corrupt(exc) from exc
+            grow = None if isinstance(regions, bytes) else functools.partial(_grow, f.fileno(), start)
+            try:
+                state = StoreState.from_snapshot(obj, dtype, regions, allocate, grow)
+            except ValueError as exc:
+                raise self._corrupt(exc) from exc
         return state, _version_of(st)
 
     def write_snapshot(self, header, matrices):

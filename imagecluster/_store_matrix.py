@@ -22,21 +22,25 @@ class ModelMatrix:
     copies the matrix first (copy on write); appending a row does not touch
     the rows a view shows.
 
-    A matrix loaded from a snapshot is the snapshot's own read-only bytes (a
-    mapping of its file: no copy). The first change copies it into memory
-    from ``allocate`` with room to grow.
+    A matrix loaded from a snapshot is the snapshot's own bytes (a mapping of
+    its file: no copy), its first ``frozen`` rows. Where the file could be
+    mapped with spare rows after them
+    (:func:`~imagecluster._mapped.map_region_growable`), new photos are
+    appended there without a copy. The first change of a loaded row, or an
+    append beyond the spare rows, copies the matrix into memory from
+    ``allocate`` with room to grow; ``frozen`` is then 0.
 
     Each photo's size and mtime are kept by row in two arrays (``sizes``,
     ``mtimes``) and handed out with the path -> row dict as
     :class:`~imagecluster._entries.Entries`, copy on write as well.
     """
 
-    __slots__ = ("dim", "matrix", "owned", "shared", "paths", "rows", "sizes", "mtimes", "table_shared", "allocate")
+    __slots__ = ("dim", "matrix", "frozen", "shared", "paths", "rows", "sizes", "mtimes", "table_shared", "allocate")
 
-    def __init__(self, dim, matrix, paths, sizes, mtimes, *, owned=True, allocate=np.empty):
+    def __init__(self, dim, matrix, paths, sizes, mtimes, *, frozen=0, allocate=np.empty):
         self.dim = dim
         self.matrix = matrix  # (capacity, dim); rows [0, len(paths)) are live
-        self.owned = owned  # writable and ours; False while it is a loaded snapshot's bytes
+        self.frozen = frozen  # rows [0, frozen) are a loaded snapshot's bytes: never written
         self.shared = False  # a view of the live rows was handed out
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
@@ -52,15 +56,15 @@ class ModelMatrix:
     def _copy(self, capacity):
         matrix = self.allocate((capacity, self.dim), self.matrix.dtype)
         matrix[: self.used] = self.matrix[: self.used]
-        self.matrix, self.owned, self.shared = matrix, True, False
+        self.matrix, self.frozen, self.shared = matrix, 0, False
 
     def _headroom(self):
         """Rows for a copy: a loaded snapshot gets 1/8 more room than it holds, a full matrix grows by half."""
-        return self.used + max(16, self.used // 2 if self.owned else self.used // 8)
+        return self.used + max(16, self.used // 8 if self.frozen else self.used // 2)
 
-    def _own(self):
-        """Copy the matrix before changing a row that a handed-out view (or the snapshot) shows."""
-        if not self.owned:
+    def _own(self, row):
+        """Copy the matrix before changing ``row`` if the snapshot's bytes or a handed-out view show it."""
+        if row < self.frozen:
             self._copy(self._headroom())
         elif self.shared:
             self._copy(len(self.matrix))
@@ -85,12 +89,12 @@ class ModelMatrix:
         self._own_table(self.used + 1)
         if row is None:
             row = self.used
-            if not self.owned or row >= len(self.matrix):  # growth by a share: amortised O(1) per photo
+            if row >= len(self.matrix) or not self.matrix.flags.writeable:  # growth by a share: amortised O(1)
                 self._copy(self._headroom())
             self.rows[path] = row
             self.paths.append(path)
         else:
-            self._own()
+            self._own(row)
         self.matrix[row] = vector
         self.sizes[row], self.mtimes[row] = size, mtime_ns
 
@@ -101,7 +105,7 @@ class ModelMatrix:
         row = self.rows.pop(path)
         last = self.used - 1
         if row != last:
-            self._own()
+            self._own(row)
             moved = self.paths[last]
             self.matrix[row] = self.matrix[last]
             self.sizes[row], self.mtimes[row] = self.sizes[last], self.mtimes[last]

@@ -8,6 +8,7 @@ journal's records (:meth:`StoreState.apply`), both in the formats of
 :mod:`imagecluster.models` package and the D-Bus ``Model``/``State`` properties.)
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +19,10 @@ from ._journal import DTYPES, FORMAT, READ_VERSIONS, VERSION, all_finite, all_re
 from ._store_matrix import ModelMatrix
 
 __all__ = ["Captured", "Entries", "Entry", "ModelMatrix", "StoreState", "Unreadable"]
+
+#: Most bytes of spare rows a matrix loaded from a snapshot gets for new photos (n/8 rows up to this). They are
+#: private memory that stays resident, so they are bounded; appending beyond them copies the matrix.
+SPARE_BYTES = 32 << 20
 
 
 def _row_chunks(m, paths, dtype, rows=8192):
@@ -65,7 +70,7 @@ class StoreState:
         self.captures = {}  # path -> Captured, for every model
 
     @classmethod
-    def from_snapshot(cls, obj, dtype, regions=b"", allocate=np.empty):
+    def from_snapshot(cls, obj, dtype, regions=b"", allocate=np.empty, grow=None):
         """Check an unpickled snapshot header and build a state; ValueError says why not.
 
         Parameters
@@ -80,6 +85,12 @@ class StoreState:
             dtype is used in place (a mapping of the file costs no copy).
         allocate : callable, default=numpy.empty
             ``allocate(shape, dtype)``, for the matrices' copies.
+        grow : callable or None, default=None
+            ``grow(offset, length, spare)``: the ``length`` bytes of
+            ``regions`` from ``offset`` as a writable buffer with ``spare``
+            bytes of room after them, or None
+            (:func:`~imagecluster._mapped.map_region_growable`). A matrix
+            given room this way takes new photos without a copy.
         """
         if type(obj) is not dict or obj.get("format") != FORMAT:
             raise ValueError("not an imagecluster store")
@@ -93,9 +104,13 @@ class StoreState:
         for name, m in models.items():
             if type(name) is not str or not name or type(m) is not dict:
                 raise ValueError("bad model entry")
-            data = m.get("data") if version == 1 else _region(name, m, regions)
+            if version == 1:
+                data, room = m.get("data"), None
+            else:
+                data = _region(name, m, regions)
+                room = None if grow is None else functools.partial(grow, m["offset"], len(data))
             dim, dt, paths, sizes, mtimes = (m.get(k) for k in ("dim", "dtype", "paths", "sizes", "mtimes"))
-            state._load_model(name, dim, dt, paths, sizes, mtimes, data)
+            state._load_model(name, dim, dt, paths, sizes, mtimes, data, room)
         failed = obj.get("failed", {})
         if type(failed) is not dict:
             raise ValueError("bad failed entry")
@@ -131,7 +146,7 @@ class StoreState:
         if paths:
             self.failed[name] = {p: Unreadable(*t) for p, t in zip(paths, zip(sizes, mtimes, reasons))}
 
-    def _load_model(self, name, dim, dtype, paths, sizes, mtimes, data):
+    def _load_model(self, name, dim, dtype, paths, sizes, mtimes, data, room=None):
         where = f"model {name!r}"
         if type(dim) is not int or dim <= 0 or type(dtype) is not str or dtype not in DTYPES:
             raise ValueError(f"{where}: bad dim or dtype")
@@ -148,12 +163,17 @@ class StoreState:
         if len(set(paths)) != n:
             raise ValueError(f"{where}: duplicate paths")
         matrix = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
-        owned = matrix.dtype != self.dtype
-        if owned:  # written by a store of the other dtype: converted once, with room to grow
+        frozen = n
+        if matrix.dtype != self.dtype:  # written by a store of the other dtype: converted once, with room to grow
             converted = self.allocate((n + max(16, n // 8), dim), self.dtype)
             with np.errstate(over="ignore"):
                 converted[:n] = matrix
-            matrix = converted
+            matrix, frozen = converted, 0
+        elif room is not None and n:
+            spare = min(n // 8 + 16, max(16, SPARE_BYTES // matrix[0].nbytes))
+            grown = room(spare * matrix[0].nbytes)
+            if grown is not None:
+                matrix = np.frombuffer(grown, matrix.dtype).reshape(n + spare, dim)
         if not all_finite(matrix[:n]):
             raise ValueError(f"{where}: non-finite fingerprint values")
         if n:
@@ -161,7 +181,7 @@ class StoreState:
                 columns = np.array(sizes, np.int64), np.array(mtimes, np.int64)
             except OverflowError:
                 raise ValueError(f"{where}: a size or mtime out of range") from None
-            self.models[name] = ModelMatrix(dim, matrix, list(paths), *columns, owned=owned, allocate=self.allocate)
+            self.models[name] = ModelMatrix(dim, matrix, list(paths), *columns, frozen=frozen, allocate=self.allocate)
 
     def _forget_failure(self, model, path):
         failed = self.failed.get(model)

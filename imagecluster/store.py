@@ -6,9 +6,10 @@ Files in that folder (formats in :mod:`imagecluster._journal`):
     Snapshot: a pickle of builtins only, loaded without resolving any global,
     so a tampered file raises :class:`~imagecluster.StoreCorrupt` instead of
     running code; then the fingerprint matrices, raw. Those are mapped, not
-    read: loading copies nothing, and a process that asks for it
-    (``file_backed``) keeps them out of its resident memory
-    (:mod:`imagecluster._mapped`).
+    read: loading copies nothing, new photos go into spare rows mapped after
+    them (a copy only once those are used up, or when a loaded photo
+    changes), and a process that asks for it (``file_backed``) keeps them
+    out of its resident memory (:mod:`imagecluster._mapped`).
 ``journal.pk``
     Append-only changes since the snapshot.
     One batch of changes is one ``os.write`` and one ``fsync``.
@@ -80,7 +81,7 @@ class Store:
         :class:`~imagecluster.StoreLocked`.
     file_backed : bool, default=False
         For a long-running process over a large library (the daemon): keep
-        a matrix changed since loading (from 64 MB up) in an unlinked
+        a matrix copied since loading (from 64 MB up) in an unlinked
         temporary file in the store folder, mapped, rather than in ordinary
         memory, so that :meth:`release_memory` can take it out of the
         process's resident memory as it does the snapshot's. Costs that
@@ -258,7 +259,9 @@ class Store:
         """
         with self._mutex:
             for m in self._state.models.values():
-                _mapped.release(m.matrix)
+                # Rows appended after a loaded snapshot's are private memory: releasing them would lose them.
+                appended = 0 < m.frozen < m.used
+                _mapped.release(m.matrix, keep_from=m.frozen * m.dim * m.matrix.itemsize if appended else None)
 
     def unreadable(self, model):
         """Files that could not be read as photos, at the size and mtime they had then.
@@ -554,7 +557,7 @@ class Store:
         good, journal_sig = self._replay(state, 0)
         self._state, self._loaded = state, True
         self._snapshot_sig, self._journal_sig, self._journal_good = snapshot_sig, journal_sig, good
-        if self.file_backed:  # read once to check the values, and a put replayed copied the matrix
+        if self.file_backed:  # read once to check the values (and a change replayed may have copied the matrix)
             self.release_memory()
 
     def _allocate(self, shape, dtype):

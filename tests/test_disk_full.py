@@ -84,7 +84,8 @@ FILE_BACKED_SCRIPT = FILL + textwrap.dedent(r"""
     Store(lib).compact()
     fill(lib, leave=65536)  # room for a journal record, not for a copy of the matrix
     store = Store(lib, file_backed=True)
-    store.put("m", [("p299.jpg", 299, 299, vectors[299])])
+    store.put("m", [("p299.jpg", 299, 299, vectors[299])])  # a new photo: into the spare rows, no copy
+    store.put("m", [("p0.jpg", 1000, 0, vectors[0])])  # a loaded row changes: the matrix is copied
     assert mapping_of(store.view("m").matrix) is None  # the copy is in ordinary memory
     store.release_memory()
     paths, fps = Store(lib).fingerprints("m")

@@ -152,7 +152,9 @@ def test_a_file_backed_store_keeps_its_changed_matrix_in_a_file_and_loses_nothin
     store = Store(big_library, file_backed=True)
     _, loaded, _ = store.view("m")
     assert resident_kb(loaded) == 0  # checked at loading, then released
-    store.put("m", items(3, start=ROWS))  # the change copies the matrix into an unlinked temporary file
+    path, size, mtime, vector = items(1)[0]
+    store.put("m", [(path, size + 1, mtime, -vector)])  # a loaded row changes: a copy, in an unlinked temporary file
+    store.put("m", items(3, start=ROWS))
     _, changed, _ = store.view("m")
     assert mapping_of(changed) is not None and mapping_of(changed) is not mapping_of(loaded)
     assert resident_kb(changed) > 0
@@ -170,11 +172,117 @@ def test_a_file_backed_store_keeps_its_changed_matrix_in_a_file_and_loses_nothin
 
 def test_a_file_backed_store_loaded_with_puts_in_its_journal_is_not_left_resident(big_library, monkeypatch):
     monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
-    Store(big_library).put("m", items(2, start=ROWS))  # in the journal: replaying it copies the matrix
+    writer = Store(big_library)
+    writer.put("m", items(2, start=ROWS))  # in the journal: replayed into the spare rows
+    writer.put("m", [(p, s + 1, t, -v) for p, s, t, v in items(1)])  # and a changed row: a copy
     store = Store(big_library, file_backed=True)
     _, matrix, _ = store.view("m")
     assert len(matrix) == ROWS + 2 and mapping_of(matrix) is not None
     assert resident_kb(matrix) == 0
+    assert store.fingerprints("m")[1].tobytes() == writer.fingerprints("m")[1].tobytes()
+
+
+def test_new_photos_after_loading_take_spare_rows_without_a_copy(big_library):
+    before = snapshot(big_library).read_bytes()
+    store = Store(big_library, file_backed=True)
+    store.entries("m")  # loads it (hands out no view)
+    m = store._state.models["m"]
+    loaded = m.matrix
+    store.put("m", items(5, start=ROWS))
+    store.remove([f"d/{ROWS + 1:05d}.jpg"])  # an appended row, and no view shows it: changed in place
+    assert m.matrix is loaded and m.frozen == ROWS
+    _, shown, _ = store.view("m")
+    kept = shown.copy()
+    store.put("m", items(1, start=ROWS + 5))  # after the rows the view shows: still no copy
+    assert m.matrix is loaded
+    np.testing.assert_array_equal(shown, kept)
+    written = items(ROWS) + items(5, start=ROWS) + items(1, start=ROWS + 5)
+    expected = {p: np.float16(v) for p, _, _, v in written if p != f"d/{ROWS + 1:05d}.jpg"}
+    store.release_memory()  # must keep the appended rows: they are in no file
+    assert resident_kb(loaded) == 0  # the snapshot's pages were released all the same
+    paths, matrix = store.fingerprints("m")
+    np.testing.assert_array_equal(matrix, np.float32([expected[p] for p in paths]))
+    assert snapshot(big_library).read_bytes() == before  # private: the snapshot file never changes
+    reread = Store(big_library)
+    assert reread.fingerprints("m")[1].tobytes() == matrix.tobytes()
+
+
+def test_appending_beyond_the_spare_rows_or_changing_a_loaded_row_copies(big_library):
+    store = Store(big_library)
+    _, loaded, _ = store.view("m")
+    m = store._state.models["m"]
+    spare = len(m.matrix) - ROWS
+    assert 16 <= spare <= ROWS // 8 + 16
+    store.put("m", items(spare, start=ROWS))
+    assert mapping_of(store.view("m").matrix) is mapping_of(loaded)
+    store.put("m", items(1, start=ROWS + spare))
+    assert m.frozen == 0 and mapping_of(m.matrix) is None
+    written = items(ROWS) + items(spare, start=ROWS) + items(1, start=ROWS + spare)
+    expected = {p: np.float16(v) for p, _, _, v in written}
+    paths, matrix = store.fingerprints("m")
+    np.testing.assert_array_equal(matrix, np.float32([expected[p] for p in paths]))
+
+    again = Store(big_library)
+    _, loaded, _ = again.view("m")
+    kept = loaded.copy()
+    path, size, mtime, vector = items(1)[0]
+    again.put("m", [(path, size, mtime + 1, -vector)])
+    assert mapping_of(again.view("m").matrix) is None
+    np.testing.assert_array_equal(loaded, kept)
+    np.testing.assert_array_equal(again.fingerprints("m", [path])[1][0], -np.float16(vector))
+
+
+def permissions(address):
+    """``/proc/self/maps`` permissions (``r--p``, ``rw-p``, ...) of the page at ``address``."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            low, high = (int(x, 16) for x in span.split("-"))
+            if low <= address < high:
+                return perms
+    raise AssertionError("no mapping holds the address")
+
+
+def test_the_loaded_rows_stay_read_only_in_memory(big_library):
+    """A write to a loaded row by mistake would crash, as with a read-only mapping, not make a silent private copy."""
+    store = Store(big_library)
+    store.entries("m")
+    matrix = store._state.models["m"].matrix
+    row_bytes = DIM * 2
+    assert permissions(matrix.ctypes.data) == "r--p"  # private: the file is never written
+    last_loaded = matrix.ctypes.data + ROWS * row_bytes - 1
+    assert permissions(last_loaded - last_loaded % 4096 - 1) == "r--p"
+    assert permissions(last_loaded) == "rw-p"  # the page the loaded rows share with the first spare ones
+    assert permissions(matrix.ctypes.data + (ROWS + 3) * row_bytes) == "rw-p"
+
+
+def test_without_spare_rows_the_first_new_photo_copies_as_before(big_library, monkeypatch):
+    from imagecluster import _mapped
+
+    monkeypatch.setattr(_mapped, "_libc_mapping_calls", lambda: (None, None))
+    store = Store(big_library)
+    _, loaded, _ = store.view("m")
+    assert len(store._state.models["m"].matrix) == ROWS
+    store.put("m", items(1, start=ROWS))
+    assert mapping_of(store.view("m").matrix) is None and store._state.models["m"].frozen == 0
+    assert len(store.fingerprints("m")[0]) == ROWS + 1
+
+
+def test_release_keeps_private_pages_only_when_told(tmp_path):
+    """Why ``keep_from``: dropping a private page loses what was written to it (it reads back from the file)."""
+    from imagecluster._mapped import map_region_growable
+
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 64)  # 4 pages
+    with open(path, "rb") as f:
+        grown = map_region_growable(f.fileno(), 4096, 3 * 4096 - 100, 8192)
+    array = np.frombuffer(grown, np.uint8)
+    array[3 * 4096 - 100 :] = 7
+    release(array, keep_from=3 * 4096 - 100)
+    assert (array[3 * 4096 - 100 :] == 7).all()
+    assert array[:10].tolist() == list(range(10)) and array[-200:-100].tolist() == [7] * 100
+    release(array)
+    assert (array[3 * 4096 :] == 0).all()  # lost
 
 
 @pytest.mark.parametrize("store_before", ["none", "journal only", "damaged"])
@@ -192,10 +300,10 @@ def test_a_file_backed_store_started_without_a_snapshot_grows_in_a_file(tmp_path
 
 def test_without_file_backed_a_changed_matrix_is_ordinary_memory(big_library):
     store = Store(big_library)
-    store.put("m", items(1, start=ROWS))
+    store.put("m", [(p, s, t + 1, -v) for p, s, t, v in items(1)])
     assert mapping_of(store.view("m").matrix) is None
     store.release_memory()  # does nothing to ordinary memory
-    assert len(store.fingerprints("m")[0]) == ROWS + 1
+    assert len(store.fingerprints("m")[0]) == ROWS
 
 
 def test_a_temporary_file_that_cannot_be_made_falls_back_to_memory(tmp_path):
