@@ -13,12 +13,12 @@ Three kinds of mapping:
   loading a store copies nothing. The snapshot is never written in place (a
   compaction writes a new file and renames it), so the mapping stays valid
   however the store changes; only a file truncated by hand could break it.
-* the same region followed by spare rows of private memory
-  (:func:`map_region_growable`): new photos are appended after the loaded
-  ones without copying them. The region's pages stay read-only and shared
-  with the page cache; only the spare part (and the one page where the two
-  meet) is ever written, and :func:`release` leaves that part alone, since
-  dropping a private page would lose what was written to it.
+* the same region mapped privately, followed by spare rows of private
+  memory (:func:`map_region_growable`): new photos are appended after the
+  loaded ones, and a loaded row can change, without copying the matrix.
+  Pages never written stay shared with the page cache; a page written
+  becomes the process's own, and :func:`release` must be told to keep it
+  (``keep``), since dropping it would lose what was written to it.
 * a writable matrix in an unlinked temporary file (:func:`file_backed_empty`)
   for the copy that a change of a loaded row (or appending beyond the spare
   rows) makes. It is ``MAP_SHARED``, so releasing its pages never loses a
@@ -38,8 +38,8 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["file_backed_empty", "map_region", "map_region_growable", "mapping_of", "read_region", "release",
-           "trim_heap"]
+__all__ = ["OpenFile", "file_backed_empty", "map_region", "map_region_growable", "mapping_of", "read_region",
+           "release", "trim_heap"]
 
 _PAGE = mmap.PAGESIZE
 _MAP_FIXED = 0x10  # the same on every Linux architecture; Python 3.11's mmap module does not name it
@@ -64,9 +64,8 @@ def map_region_growable(fd, start, length, spare):
 
     One address range: the file's region, then ``spare`` bytes of zeroed
     private memory, so that an array over it can grow into the spare bytes
-    while its first ``length`` bytes are the file's pages (no copy). Those
-    pages are read-only, except the one where the region ends and the spare
-    bytes begin; what is written there is private (the file never changes).
+    while its first ``length`` bytes are the file's pages (no copy). All of
+    it is writable; what is written is private (the file never changes).
 
     Returns
     -------
@@ -74,9 +73,9 @@ def map_region_growable(fd, start, length, spare):
         ``length + spare`` writable bytes, keeping the mappings alive. None
         where this cannot be done (not Linux, no ``mmap`` in the C library,
         or the kernel refused): the caller maps the region read-only instead.
-        :func:`release` must be given ``keep_from=length`` for it.
+        :func:`release` must be told which written parts to keep.
     """
-    mmap_call, mprotect = _libc_mapping_calls()
+    mmap_call = _libc_mmap()
     if mmap_call is None or length <= 0 or spare <= 0:
         return None
     base = start - start % _PAGE
@@ -90,34 +89,41 @@ def map_region_growable(fd, start, length, spare):
     del pointer  # lets the mapping be closed again
     # The file's pages replace the first part of the reserved range; the range stays one Python mmap, which
     # unmaps all of it (both kinds of page) when it is collected.
-    mapped = mmap_call(address, lead + length, mmap.PROT_READ, mmap.MAP_PRIVATE | _MAP_FIXED, fd, base)
+    mapped = mmap_call(address, lead + length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | _MAP_FIXED,
+                       fd, base)
     if mapped != address:
         reserved.close()
         return None
-    end = lead + length
-    if end % _PAGE:  # the page shared by the last loaded row and the first spare one takes writes
-        last = end - end % _PAGE
-        if mprotect(address + last, _PAGE, mmap.PROT_READ | mmap.PROT_WRITE) != 0:
-            reserved.close()
-            return None
     return memoryview(reserved)[lead:]
 
 
 @functools.cache
-def _libc_mapping_calls():
-    """The C library's ``mmap`` and ``mprotect`` (Linux), or ``(None, None)``."""
+def _libc_mmap():
+    """The C library's ``mmap`` (Linux), or None."""
     if not sys.platform.startswith("linux"):
-        return None, None
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        mmap_call, mprotect = libc.mmap, libc.mprotect
+        mmap_call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mmap
     except (OSError, AttributeError):
-        return None, None
+        return None
     mmap_call.restype = ctypes.c_void_p
     mmap_call.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    mprotect.restype = ctypes.c_int
-    mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return mmap_call, mprotect
+    return mmap_call
+
+
+class OpenFile:
+    """A duplicate of an open file's descriptor, closed when collected: lets a matrix map its snapshot again.
+
+    The snapshot may be replaced (a compaction renames a new file over it);
+    the descriptor still reads the file the matrix was loaded from.
+    """
+
+    def __init__(self, fd):
+        self.fd = os.dup(fd)
+
+    def __del__(self):
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def read_region(file, start, length):
@@ -172,7 +178,7 @@ def mapping_of(array):
     return None
 
 
-def release(array, keep_from=None):
+def release(array, keep=None):
     """Take a mapped array's pages out of this process's resident memory; nothing for ordinary memory.
 
     ``MADV_DONTNEED``: pages of a file stay in the page cache (changed pages
@@ -182,23 +188,27 @@ def release(array, keep_from=None):
     Parameters
     ----------
     array : ndarray
-    keep_from : int or None, default=None
-        Byte offset in ``array`` from which pages are kept: private memory
-        (:func:`map_region_growable`'s spare bytes), whose content would be
-        lost. Only whole pages before it are released. None releases the
-        whole mapping.
+    keep : iterable of (int, int) or None, default=None
+        Byte ranges ``[start, end)`` of ``array`` whose pages stay: what was
+        written into a private mapping (:func:`map_region_growable`), which
+        would otherwise be lost. None releases the whole mapping.
     """
     mapping = mapping_of(array)
     if mapping is None:
         return
     with contextlib.suppress(ValueError, OSError):  # a closed mapping; a kernel without madvise
-        if keep_from is None:
+        if keep is None:
             mapping.madvise(mmap.MADV_DONTNEED)
             return
-        start = array.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data
-        end = (start + keep_from) // _PAGE * _PAGE
-        if end > 0:
-            mapping.madvise(mmap.MADV_DONTNEED, 0, end)
+        offset = array.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data
+        free = 0  # the first page not known to be kept
+        for start, end in sorted(keep):
+            first, last = (offset + start) // _PAGE, (offset + end - 1) // _PAGE
+            if first > free:
+                mapping.madvise(mmap.MADV_DONTNEED, free * _PAGE, (first - free) * _PAGE)
+            free = max(free, last + 1)
+        if free * _PAGE < len(mapping):
+            mapping.madvise(mmap.MADV_DONTNEED, free * _PAGE, len(mapping) - free * _PAGE)
 
 
 @functools.cache

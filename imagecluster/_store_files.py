@@ -91,9 +91,9 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _grow(fd, start, offset, length, spare):
-    """A matrix region of the snapshot open as ``fd`` (regions from byte ``start``), with ``spare`` bytes of room."""
-    return _mapped.map_region_growable(fd, start + offset, length, spare)
+def _grow(file, start, offset, length, spare):
+    """A matrix region of the snapshot ``file`` (an ``OpenFile``; regions from byte ``start``), with room to grow."""
+    return _mapped.map_region_growable(file.fd, start + offset, length, spare)
 
 
 class StoreFiles:
@@ -156,7 +156,7 @@ class StoreFiles:
                 raise
             except Exception as exc:  # anything else a hostile pickle can provoke
                 raise self._corrupt(exc) from exc
-            grow = None if isinstance(regions, bytes) else functools.partial(_grow, f.fileno(), start)
+            grow = None if isinstance(regions, bytes) else functools.partial(_grow, _mapped.OpenFile(f.fileno()), start)
             try:
                 state = StoreState.from_snapshot(obj, dtype, regions, allocate, grow)
             except ValueError as exc:

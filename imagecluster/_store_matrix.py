@@ -9,7 +9,11 @@ import numpy as np
 
 from ._entries import Entries
 
-__all__ = ["ModelMatrix"]
+__all__ = ["MAX_DIRTY", "ModelMatrix"]
+
+#: Loaded rows a matrix mapped from its snapshot may change in place (in private memory, ~2.5 kB each) before
+#: it is copied whole instead. Bounds the memory that cannot be released and the work of carrying them over.
+MAX_DIRTY = 4096
 
 
 class ModelMatrix:
@@ -22,25 +26,34 @@ class ModelMatrix:
     copies the matrix first (copy on write); appending a row does not touch
     the rows a view shows.
 
-    A matrix loaded from a snapshot is the snapshot's own bytes (a mapping of
-    its file: no copy), its first ``frozen`` rows. Where the file could be
-    mapped with spare rows after them
-    (:func:`~imagecluster._mapped.map_region_growable`), new photos are
-    appended there without a copy. The first change of a loaded row, or an
-    append beyond the spare rows, copies the matrix into memory from
-    ``allocate`` with room to grow; ``frozen`` is then 0.
+    A matrix loaded from a snapshot is the snapshot's own bytes (a private
+    mapping of its file: no copy), its first ``frozen`` rows, with spare
+    rows after them where the file could be mapped that way
+    (:func:`~imagecluster._mapped.map_region_growable`). New photos go into
+    the spare rows; a loaded row that changes (a photo changed, or the last
+    row moved into a removed photo's place) is written in place, in private
+    memory, and remembered in ``dirty``: pages holding such rows, or the
+    appended ones, must never be released (:meth:`private_ranges`), or their
+    content would fall back to the file's. When a view shows the matrix, a
+    change first maps the snapshot again (``remap``) and carries the changed
+    and appended rows over, instead of copying every row. Beyond the spare
+    rows, or after ``MAX_DIRTY`` changed rows, the matrix is copied into
+    memory from ``allocate`` with room to grow, and ``frozen`` is then 0.
 
     Each photo's size and mtime are kept by row in two arrays (``sizes``,
     ``mtimes``) and handed out with the path -> row dict as
     :class:`~imagecluster._entries.Entries`, copy on write as well.
     """
 
-    __slots__ = ("dim", "matrix", "frozen", "shared", "paths", "rows", "sizes", "mtimes", "table_shared", "allocate")
+    __slots__ = ("dim", "matrix", "frozen", "dirty", "remap", "shared", "paths", "rows", "sizes", "mtimes",
+                 "table_shared", "allocate")
 
-    def __init__(self, dim, matrix, paths, sizes, mtimes, *, frozen=0, allocate=np.empty):
+    def __init__(self, dim, matrix, paths, sizes, mtimes, *, frozen=0, remap=None, allocate=np.empty):
         self.dim = dim
         self.matrix = matrix  # (capacity, dim); rows [0, len(paths)) are live
-        self.frozen = frozen  # rows [0, frozen) are a loaded snapshot's bytes: never written
+        self.frozen = frozen  # rows [0, frozen) are a loaded snapshot's bytes, mapped privately
+        self.dirty = set()  # rows below frozen written since loading: in private memory only
+        self.remap = remap  # spare bytes -> the snapshot's region mapped again with that room, or None
         self.shared = False  # a view of the live rows was handed out
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
@@ -56,18 +69,53 @@ class ModelMatrix:
     def _copy(self, capacity):
         matrix = self.allocate((capacity, self.dim), self.matrix.dtype)
         matrix[: self.used] = self.matrix[: self.used]
-        self.matrix, self.frozen, self.shared = matrix, 0, False
+        self.matrix, self.frozen, self.dirty, self.remap, self.shared = matrix, 0, set(), None, False
 
     def _headroom(self):
         """Rows for a copy: a loaded snapshot gets 1/8 more room than it holds, a full matrix grows by half."""
         return self.used + max(16, self.used // 8 if self.frozen else self.used // 2)
 
+    def _mapped_again(self):
+        """A new private mapping of the snapshot with this matrix's changed and appended rows; None if none."""
+        grown = self.remap((len(self.matrix) - self.frozen) * self.matrix[0].nbytes)
+        if grown is None:
+            return None
+        matrix = np.frombuffer(grown, self.matrix.dtype).reshape(self.matrix.shape)
+        changed = np.fromiter(self.dirty, np.intp, len(self.dirty))
+        matrix[changed] = self.matrix[changed]
+        matrix[self.frozen : self.used] = self.matrix[self.frozen : self.used]
+        return matrix
+
     def _own(self, row):
-        """Copy the matrix before changing ``row`` if the snapshot's bytes or a handed-out view show it."""
-        if row < self.frozen:
+        """Make ``row`` writable without changing what a handed-out view or the snapshot shows."""
+        if not self.matrix.flags.writeable:  # a snapshot that could only be read (no private mapping)
             self._copy(self._headroom())
-        elif self.shared:
-            self._copy(len(self.matrix))
+            return
+        if self.shared:
+            matrix = self._mapped_again() if self.remap is not None and self.frozen else None
+            if matrix is None:
+                self._copy(self._headroom() if self.frozen else len(self.matrix))
+            else:
+                self.matrix, self.shared = matrix, False
+        if row < self.frozen:
+            if len(self.dirty) >= MAX_DIRTY:
+                self._copy(self._headroom())
+            else:
+                self.dirty.add(row)
+
+    def private_ranges(self):
+        """Byte ranges of the matrix held only in private memory: releasing their pages would lose them.
+
+        None when the matrix is not a loaded snapshot's (its mapping, if
+        any, is shared with a file and can be released whole).
+        """
+        if not self.frozen:
+            return None
+        size = self.matrix[0].nbytes
+        ranges = [(row * size, (row + 1) * size) for row in self.dirty if row < self.used]
+        if self.used > self.frozen:
+            ranges.append((self.frozen * size, self.used * size))
+        return ranges
 
     def _own_table(self, rows=0):
         """Copy the path -> row dict and the size and mtime columns before a change, if they were handed out.
@@ -76,7 +124,7 @@ class ModelMatrix:
         """
         grow = rows > len(self.sizes)
         if self.table_shared:
-            self.rows = dict(self.rows)
+            self.rows = self.rows.copy()  # a clone of the table, unlike dict(), even after deletions
         if self.table_shared or grow:
             capacity = rows + rows // 2 + 16 if grow else len(self.sizes)
             sizes, mtimes = np.zeros(capacity, np.int64), np.zeros(capacity, np.int64)
@@ -91,6 +139,8 @@ class ModelMatrix:
             row = self.used
             if row >= len(self.matrix) or not self.matrix.flags.writeable:  # growth by a share: amortised O(1)
                 self._copy(self._headroom())
+            elif row < self.frozen:  # after removals: a loaded row's place, beyond what any view shows
+                self._own(row)
             self.rows[path] = row
             self.paths.append(path)
         else:

@@ -90,7 +90,8 @@ class StoreState:
             ``regions`` from ``offset`` as a writable buffer with ``spare``
             bytes of room after them, or None
             (:func:`~imagecluster._mapped.map_region_growable`). A matrix
-            given room this way takes new photos without a copy.
+            given room this way takes new and changed photos without a copy,
+            and keeps ``grow`` to map its region again.
         """
         if type(obj) is not dict or obj.get("format") != FORMAT:
             raise ValueError("not an imagecluster store")
@@ -163,7 +164,7 @@ class StoreState:
         if len(set(paths)) != n:
             raise ValueError(f"{where}: duplicate paths")
         matrix = np.frombuffer(data, DTYPES[dtype]).reshape(n, dim)
-        frozen = n
+        frozen, remap = n, None
         if matrix.dtype != self.dtype:  # written by a store of the other dtype: converted once, with room to grow
             converted = self.allocate((n + max(16, n // 8), dim), self.dtype)
             with np.errstate(over="ignore"):
@@ -173,7 +174,7 @@ class StoreState:
             spare = min(n // 8 + 16, max(16, SPARE_BYTES // matrix[0].nbytes))
             grown = room(spare * matrix[0].nbytes)
             if grown is not None:
-                matrix = np.frombuffer(grown, matrix.dtype).reshape(n + spare, dim)
+                matrix, remap = np.frombuffer(grown, matrix.dtype).reshape(n + spare, dim), room
         if not all_finite(matrix[:n]):
             raise ValueError(f"{where}: non-finite fingerprint values")
         if n:
@@ -181,7 +182,8 @@ class StoreState:
                 columns = np.array(sizes, np.int64), np.array(mtimes, np.int64)
             except OverflowError:
                 raise ValueError(f"{where}: a size or mtime out of range") from None
-            self.models[name] = ModelMatrix(dim, matrix, list(paths), *columns, frozen=frozen, allocate=self.allocate)
+            self.models[name] = ModelMatrix(dim, matrix, list(paths), *columns, frozen=frozen, remap=remap,
+                                            allocate=self.allocate)
 
     def _forget_failure(self, model, path):
         failed = self.failed.get(model)

@@ -7,8 +7,8 @@ Files in that folder (formats in :mod:`imagecluster._journal`):
     so a tampered file raises :class:`~imagecluster.StoreCorrupt` instead of
     running code; then the fingerprint matrices, raw. Those are mapped, not
     read: loading copies nothing, new photos go into spare rows mapped after
-    them (a copy only once those are used up, or when a loaded photo
-    changes), and a process that asks for it (``file_backed``) keeps them
+    them and changed ones into private pages (a copy only once those are
+    used up), and a process that asks for it (``file_backed``) keeps them
     out of its resident memory (:mod:`imagecluster._mapped`).
 ``journal.pk``
     Append-only changes since the snapshot.
@@ -259,9 +259,7 @@ class Store:
         """
         with self._mutex:
             for m in self._state.models.values():
-                # Rows appended after a loaded snapshot's are private memory: releasing them would lose them.
-                appended = 0 < m.frozen < m.used
-                _mapped.release(m.matrix, keep_from=m.frozen * m.dim * m.matrix.itemsize if appended else None)
+                _mapped.release(m.matrix, keep=m.private_ranges())
 
     def unreadable(self, model):
         """Files that could not be read as photos, at the size and mtime they had then.

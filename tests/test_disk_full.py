@@ -71,12 +71,14 @@ SCRIPT = FILL + textwrap.dedent(r"""
 FILE_BACKED_SCRIPT = FILL + textwrap.dedent(r"""
     import logging, os, sys
     import numpy as np
+    import imagecluster._store_matrix as store_matrix
     import imagecluster.store as store_module
     from imagecluster import Store
     from imagecluster._mapped import mapping_of
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     store_module.FILE_BACKED_MIN_BYTES = 0
+    store_matrix.MAX_DIRTY = 0  # the first change of a loaded row copies the matrix
     lib = sys.argv[1]
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(300, 1280))

@@ -148,12 +148,15 @@ def test_release_memory_drops_the_snapshot_pages_and_they_read_back(big_library)
 
 def test_a_file_backed_store_keeps_its_changed_matrix_in_a_file_and_loses_nothing_on_release(
         big_library, monkeypatch):
+    from imagecluster import _store_matrix
+
     monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
+    monkeypatch.setattr(_store_matrix, "MAX_DIRTY", 0)
     store = Store(big_library, file_backed=True)
     _, loaded, _ = store.view("m")
     assert resident_kb(loaded) == 0  # checked at loading, then released
     path, size, mtime, vector = items(1)[0]
-    store.put("m", [(path, size + 1, mtime, -vector)])  # a loaded row changes: a copy, in an unlinked temporary file
+    store.put("m", [(path, size + 1, mtime, -vector)])  # too many changed rows: a copy, in an unlinked temporary file
     store.put("m", items(3, start=ROWS))
     _, changed, _ = store.view("m")
     assert mapping_of(changed) is not None and mapping_of(changed) is not mapping_of(loaded)
@@ -174,11 +177,11 @@ def test_a_file_backed_store_loaded_with_puts_in_its_journal_is_not_left_residen
     monkeypatch.setattr(store_module, "FILE_BACKED_MIN_BYTES", 0)
     writer = Store(big_library)
     writer.put("m", items(2, start=ROWS))  # in the journal: replayed into the spare rows
-    writer.put("m", [(p, s + 1, t, -v) for p, s, t, v in items(1)])  # and a changed row: a copy
+    writer.put("m", [(p, s + 1, t, -v) for p, s, t, v in items(1)])  # and a changed row, in place
     store = Store(big_library, file_backed=True)
     _, matrix, _ = store.view("m")
     assert len(matrix) == ROWS + 2 and mapping_of(matrix) is not None
-    assert resident_kb(matrix) == 0
+    assert resident_kb(matrix) == 8  # the changed row's page and the one the appended rows start in: private
     assert store.fingerprints("m")[1].tobytes() == writer.fingerprints("m")[1].tobytes()
 
 
@@ -199,7 +202,7 @@ def test_new_photos_after_loading_take_spare_rows_without_a_copy(big_library):
     written = items(ROWS) + items(5, start=ROWS) + items(1, start=ROWS + 5)
     expected = {p: np.float16(v) for p, _, _, v in written if p != f"d/{ROWS + 1:05d}.jpg"}
     store.release_memory()  # must keep the appended rows: they are in no file
-    assert resident_kb(loaded) == 0  # the snapshot's pages were released all the same
+    assert resident_kb(loaded) == 4  # the snapshot's pages were released, but the one the appended rows start in
     paths, matrix = store.fingerprints("m")
     np.testing.assert_array_equal(matrix, np.float32([expected[p] for p in paths]))
     assert snapshot(big_library).read_bytes() == before  # private: the snapshot file never changes
@@ -222,44 +225,104 @@ def test_appending_beyond_the_spare_rows_or_changing_a_loaded_row_copies(big_lib
     paths, matrix = store.fingerprints("m")
     np.testing.assert_array_equal(matrix, np.float32([expected[p] for p in paths]))
 
-    again = Store(big_library)
-    _, loaded, _ = again.view("m")
+
+def test_a_loaded_row_changes_in_private_memory_and_views_keep_what_they_showed(big_library):
+    before = snapshot(big_library).read_bytes()
+    store = Store(big_library)
+    _, loaded, _ = store.view("m")
     kept = loaded.copy()
     path, size, mtime, vector = items(1)[0]
-    again.put("m", [(path, size, mtime + 1, -vector)])
-    assert mapping_of(again.view("m").matrix) is None
+    store.put("m", [(path, size, mtime + 1, -vector)])  # a view shows the row: the snapshot is mapped again
+    m = store._state.models["m"]
+    assert m.frozen == ROWS and m.dirty == {0}
+    assert mapping_of(m.matrix) is not None and mapping_of(m.matrix) is not mapping_of(loaded)
+    store.remove(["d/00005.jpg"])  # no view since: in place, the last row moved into row 5
+    assert m.dirty == {0, 5} and m.used == ROWS - 1
     np.testing.assert_array_equal(loaded, kept)
-    np.testing.assert_array_equal(again.fingerprints("m", [path])[1][0], -np.float16(vector))
+    np.testing.assert_array_equal(store.fingerprints("m", [path])[1][0], -np.float16(vector))
+    store.release_memory()  # keeps the two changed rows' pages
+    reread = Store(big_library).fingerprints("m")
+    assert store.fingerprints("m")[1].tobytes() == reread[1].tobytes()
+    assert snapshot(big_library).read_bytes() == before
 
 
-def permissions(address):
-    """``/proc/self/maps`` permissions (``r--p``, ``rw-p``, ...) of the page at ``address``."""
-    with open("/proc/self/maps") as f:
-        for line in f:
-            span, perms = line.split()[:2]
-            low, high = (int(x, 16) for x in span.split("-"))
-            if low <= address < high:
-                return perms
-    raise AssertionError("no mapping holds the address")
-
-
-def test_the_loaded_rows_stay_read_only_in_memory(big_library):
-    """A write to a loaded row by mistake would crash, as with a read-only mapping, not make a silent private copy."""
+def test_a_new_photo_after_removing_the_last_rows_takes_a_loaded_rows_place(big_library):
+    """The place of a removed last row is a loaded row's: written in private memory, kept when memory is released."""
     store = Store(big_library)
-    store.entries("m")
-    matrix = store._state.models["m"].matrix
-    row_bytes = DIM * 2
-    assert permissions(matrix.ctypes.data) == "r--p"  # private: the file is never written
-    last_loaded = matrix.ctypes.data + ROWS * row_bytes - 1
-    assert permissions(last_loaded - last_loaded % 4096 - 1) == "r--p"
-    assert permissions(last_loaded) == "rw-p"  # the page the loaded rows share with the first spare ones
-    assert permissions(matrix.ctypes.data + (ROWS + 3) * row_bytes) == "rw-p"
+    store.remove([f"d/{i:05d}.jpg" for i in range(ROWS - 1, ROWS - 101, -1)])  # the last first: nothing moves
+    store.put("m", items(1, start=ROWS))
+    m = store._state.models["m"]
+    assert m.frozen == ROWS and m.dirty == {ROWS - 100}
+    store.release_memory()
+    expected = np.float16(items(1, start=ROWS)[0][3])
+    np.testing.assert_array_equal(store.fingerprints("m", [f"d/{ROWS:05d}.jpg"])[1][0], expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_changes_on_a_loaded_store_match_a_plain_dict(big_library, monkeypatch, seed):
+    """Puts, removes, moves, views held, memory released, compactions: the store always holds what a dict would.
+
+    ``MAX_DIRTY`` is small, so the copy made after too many changed rows happens in the middle.
+    """
+    from imagecluster import _store_matrix
+
+    monkeypatch.setattr(_store_matrix, "MAX_DIRTY", 40)
+    rng = np.random.default_rng(seed)
+    truth = {p: np.float16(v) for p, _, _, v in items(ROWS)}
+    store = Store(big_library, file_backed=bool(seed % 2))
+    store.entries("m")  # loads it
+    held = []  # views handed out, with what they showed then
+    fresh = iter(range(10_000, 20_000))
+    for step in range(400):
+        op = rng.choice(["new", "update", "remove", "move", "view", "release", "check"],
+                        p=[.25, .2, .25, .1, .1, .05, .05])
+        paths = list(truth)
+        if op == "new" or (op != "new" and not paths):
+            k = next(fresh)
+            v = rng.standard_normal(DIM).astype(np.float32)
+            store.put("m", [(f"n/{k}.jpg", k, k, v)])
+            truth[f"n/{k}.jpg"] = np.float16(v)
+        elif op == "update":
+            p = paths[rng.integers(len(paths))]
+            v = rng.standard_normal(DIM).astype(np.float32)
+            store.put("m", [(p, 1, step, v)])
+            truth[p] = np.float16(v)
+        elif op == "remove":
+            picked = rng.choice(len(paths), min(len(paths), int(rng.integers(1, 4))), replace=False)
+            victims = [paths[i] for i in picked]
+            if rng.random() < 0.5:  # the last rows first: no row moves into a hole
+                victims = sorted(victims, key=store._state.models["m"].rows.get, reverse=True)
+            store.remove(victims)
+            for p in victims:
+                del truth[p]
+        elif op == "move":
+            p, new = paths[rng.integers(len(paths))], f"moved/{next(fresh)}.jpg"
+            store.move(p, new)
+            truth[new] = truth.pop(p)
+        elif op == "view":
+            view = store.view("m")
+            held.append((view.matrix, view.matrix.copy()))
+        elif op == "release":
+            store.release_memory()
+        if op == "check" or step % 50 == 49:
+            paths, matrix = store.fingerprints("m")
+            assert sorted(truth) == paths
+            np.testing.assert_array_equal(matrix, np.float32([truth[p] for p in paths]))
+            for shown, copy in held:
+                np.testing.assert_array_equal(shown, copy)
+            if step % 100 == 99:
+                store.compact()
+    store.release_memory()
+    again = Store(big_library)
+    paths, matrix = again.fingerprints("m")
+    assert sorted(truth) == paths
+    np.testing.assert_array_equal(matrix, np.float32([truth[p] for p in paths]))
 
 
 def test_without_spare_rows_the_first_new_photo_copies_as_before(big_library, monkeypatch):
     from imagecluster import _mapped
 
-    monkeypatch.setattr(_mapped, "_libc_mapping_calls", lambda: (None, None))
+    monkeypatch.setattr(_mapped, "_libc_mmap", lambda: None)
     store = Store(big_library)
     _, loaded, _ = store.view("m")
     assert len(store._state.models["m"].matrix) == ROWS
@@ -269,7 +332,7 @@ def test_without_spare_rows_the_first_new_photo_copies_as_before(big_library, mo
 
 
 def test_release_keeps_private_pages_only_when_told(tmp_path):
-    """Why ``keep_from``: dropping a private page loses what was written to it (it reads back from the file)."""
+    """Why ``keep``: dropping a private page loses what was written to it (it reads back from the file)."""
     from imagecluster._mapped import map_region_growable
 
     path = tmp_path / "f"
@@ -278,11 +341,12 @@ def test_release_keeps_private_pages_only_when_told(tmp_path):
         grown = map_region_growable(f.fileno(), 4096, 3 * 4096 - 100, 8192)
     array = np.frombuffer(grown, np.uint8)
     array[3 * 4096 - 100 :] = 7
-    release(array, keep_from=3 * 4096 - 100)
-    assert (array[3 * 4096 - 100 :] == 7).all()
+    array[5000] = 9  # the file's second page, written
+    release(array, keep=[(5000, 5001), (3 * 4096 - 100, len(array))])
+    assert (array[3 * 4096 - 100 :] == 7).all() and array[5000] == 9
     assert array[:10].tolist() == list(range(10)) and array[-200:-100].tolist() == [7] * 100
     release(array)
-    assert (array[3 * 4096 :] == 0).all()  # lost
+    assert (array[3 * 4096 :] == 0).all() and array[5000] == 5000 % 256  # lost: as the file has them
 
 
 @pytest.mark.parametrize("store_before", ["none", "journal only", "damaged"])
@@ -298,7 +362,10 @@ def test_a_file_backed_store_started_without_a_snapshot_grows_in_a_file(tmp_path
     assert mapping_of(store.view("m").matrix) is not None
 
 
-def test_without_file_backed_a_changed_matrix_is_ordinary_memory(big_library):
+def test_without_file_backed_a_copied_matrix_is_ordinary_memory(big_library, monkeypatch):
+    from imagecluster import _store_matrix
+
+    monkeypatch.setattr(_store_matrix, "MAX_DIRTY", 0)  # the first change of a loaded row copies
     store = Store(big_library)
     store.put("m", [(p, s, t + 1, -v) for p, s, t, v in items(1)])
     assert mapping_of(store.view("m").matrix) is None
