@@ -118,12 +118,15 @@ class OpenFile:
     the descriptor still reads the file the matrix was loaded from.
     """
 
+    fd = -1  # until __init__ has one: __del__ runs even when os.dup fails
+
     def __init__(self, fd):
         self.fd = os.dup(fd)
 
     def __del__(self):
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def read_region(file, start, length):

@@ -156,7 +156,10 @@ class StoreFiles:
                 raise
             except Exception as exc:  # anything else a hostile pickle can provoke
                 raise self._corrupt(exc) from exc
-            grow = None if isinstance(regions, bytes) else functools.partial(_grow, _mapped.OpenFile(f.fileno()), start)
+            grow = None
+            if not isinstance(regions, bytes):  # mapped: the matrices may grow into spare rows
+                with contextlib.suppress(OSError):  # no descriptor left: mapped read-only, copied when changed
+                    grow = functools.partial(_grow, _mapped.OpenFile(f.fileno()), start)
             try:
                 state = StoreState.from_snapshot(obj, dtype, regions, allocate, grow)
             except ValueError as exc:

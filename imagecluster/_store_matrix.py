@@ -22,9 +22,10 @@ class ModelMatrix:
     Rows stay dense: removing a photo moves the last row into its place, so
     rows ``[0, used)`` are always exactly the stored photos and the matrix can
     be handed out as one view (:meth:`view`) without gathering. A view handed
-    out is never changed afterwards: the next change of an existing row
-    copies the matrix first (copy on write); appending a row does not touch
-    the rows a view shows.
+    out is never changed afterwards: a write to a row that a view may show
+    (``shown``: a change, or a new photo in the place of removed ones) first
+    gives the matrix new memory (copy on write); appending after those rows
+    does not touch them.
 
     A matrix loaded from a snapshot is the snapshot's own bytes (a private
     mapping of its file: no copy), its first ``frozen`` rows, with spare
@@ -45,7 +46,7 @@ class ModelMatrix:
     :class:`~imagecluster._entries.Entries`, copy on write as well.
     """
 
-    __slots__ = ("dim", "matrix", "frozen", "dirty", "remap", "shared", "paths", "rows", "sizes", "mtimes",
+    __slots__ = ("dim", "matrix", "frozen", "dirty", "remap", "shown", "paths", "rows", "sizes", "mtimes",
                  "table_shared", "allocate")
 
     def __init__(self, dim, matrix, paths, sizes, mtimes, *, frozen=0, remap=None, allocate=np.empty):
@@ -54,7 +55,7 @@ class ModelMatrix:
         self.frozen = frozen  # rows [0, frozen) are a loaded snapshot's bytes, mapped privately
         self.dirty = set()  # rows below frozen written since loading: in private memory only
         self.remap = remap  # spare bytes -> the snapshot's region mapped again with that room, or None
-        self.shared = False  # a view of the live rows was handed out
+        self.shown = 0  # rows [0, shown) may be shown by a view handed out: never written in place
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
         self.sizes = sizes  # row -> size, int64, at least len(paths) long
@@ -69,7 +70,7 @@ class ModelMatrix:
     def _copy(self, capacity):
         matrix = self.allocate((capacity, self.dim), self.matrix.dtype)
         matrix[: self.used] = self.matrix[: self.used]
-        self.matrix, self.frozen, self.dirty, self.remap, self.shared = matrix, 0, set(), None, False
+        self.matrix, self.frozen, self.dirty, self.remap, self.shown = matrix, 0, set(), None, 0
 
     def _headroom(self):
         """Rows for a copy: a loaded snapshot gets 1/8 more room than it holds, a full matrix grows by half."""
@@ -91,12 +92,12 @@ class ModelMatrix:
         if not self.matrix.flags.writeable:  # a snapshot that could only be read (no private mapping)
             self._copy(self._headroom())
             return
-        if self.shared:
+        if row < self.shown:
             matrix = self._mapped_again() if self.remap is not None and self.frozen else None
             if matrix is None:
                 self._copy(self._headroom() if self.frozen else len(self.matrix))
             else:
-                self.matrix, self.shared = matrix, False
+                self.matrix, self.shown = matrix, 0
         if row < self.frozen:
             if len(self.dirty) >= MAX_DIRTY:
                 self._copy(self._headroom())
@@ -137,9 +138,9 @@ class ModelMatrix:
         self._own_table(self.used + 1)
         if row is None:
             row = self.used
-            if row >= len(self.matrix) or not self.matrix.flags.writeable:  # growth by a share: amortised O(1)
+            if row >= len(self.matrix):  # growth by a share: amortised O(1) per photo
                 self._copy(self._headroom())
-            elif row < self.frozen:  # after removals: a loaded row's place, beyond what any view shows
+            else:  # after removals, the place may be a loaded row's, or one a view shows
                 self._own(row)
             self.rows[path] = row
             self.paths.append(path)
@@ -185,7 +186,7 @@ class ModelMatrix:
 
     def view(self):
         """``(paths, matrix)``: the live rows, read-only, and their paths (a copy), in row order."""
-        self.shared = True
+        self.shown = max(self.shown, self.used)
         matrix = self.matrix[: self.used]
         matrix.flags.writeable = False
         return list(self.paths), matrix

@@ -258,6 +258,19 @@ def test_a_new_photo_after_removing_the_last_rows_takes_a_loaded_rows_place(big_
     np.testing.assert_array_equal(store.fingerprints("m", [f"d/{ROWS:05d}.jpg"])[1][0], expected)
 
 
+@pytest.mark.parametrize("last", ["appended", "loaded"])
+def test_a_new_photo_in_a_removed_last_rows_place_leaves_a_held_view_alone(big_library, last):
+    store = Store(big_library)
+    if last == "appended":
+        store.put("m", items(2, start=ROWS))
+    view = store.view("m")
+    shown = view.matrix.copy()
+    store.remove([view.paths[-1]])  # the last row: nothing moves, the place is free
+    store.put("m", items(1, start=ROWS + 10))  # goes into that place
+    np.testing.assert_array_equal(view.matrix, shown)
+    assert len(store.fingerprints("m")[0]) == len(view.paths)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_changes_on_a_loaded_store_match_a_plain_dict(big_library, monkeypatch, seed):
     """Puts, removes, moves, views held, memory released, compactions: the store always holds what a dict would.
