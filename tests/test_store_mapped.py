@@ -210,7 +210,7 @@ def test_new_photos_after_loading_take_spare_rows_without_a_copy(big_library):
     assert reread.fingerprints("m")[1].tobytes() == matrix.tobytes()
 
 
-def test_appending_beyond_the_spare_rows_or_changing_a_loaded_row_copies(big_library):
+def test_appending_beyond_the_spare_rows_copies(big_library):
     store = Store(big_library)
     _, loaded, _ = store.view("m")
     m = store._state.models["m"]
