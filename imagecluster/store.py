@@ -277,7 +277,7 @@ class Store:
         model = check_model_key(model)
         with self._mutex:
             self._refresh()
-            return dict(self._state.failed.get(model, {}))
+            return self._state.failed.get(model, {}).copy()  # a clone: dict() rebuilds one with deletions key by key
 
     def captures(self):
         """When and where each photo was taken, as read from its header (for every model alike).
@@ -291,7 +291,7 @@ class Store:
         """
         with self._mutex:
             self._refresh()
-            return dict(self._state.captures)
+            return self._state.captures.copy()
 
     # ---------------------------------------------------------------- writes
 
