@@ -54,7 +54,7 @@ class ModelMatrix:
         self.matrix = matrix  # (capacity, dim); rows [0, len(paths)) are live
         self.frozen = frozen  # rows [0, frozen) are a loaded snapshot's bytes, mapped privately
         self.dirty = set()  # rows below frozen written since loading: in private memory only
-        self.remap = remap  # spare bytes -> the snapshot's region mapped again with that room, or None
+        self.remap = remap  # spare bytes -> the snapshot's region mapped again with that room; None once copied
         self.shown = 0  # rows [0, shown) may be shown by a view handed out: never written in place
         self.paths = paths  # row -> path
         self.rows = dict(zip(paths, range(len(paths))))  # path -> row
@@ -93,7 +93,7 @@ class ModelMatrix:
             self._copy(self._headroom())
             return
         if row < self.shown:
-            matrix = self._mapped_again() if self.remap is not None and self.frozen else None
+            matrix = None if self.remap is None else self._mapped_again()
             if matrix is None:
                 self._copy(self._headroom() if self.frozen else len(self.matrix))
             else:
