@@ -35,9 +35,14 @@ lite0 model is loaded in a new process with an empty weights cache (cold:
 converts the shipped weights) and again with that cache filled (cached); the
 TensorFlow import is reported beside it. Threads are left at their defaults.
 
+With ``--previews`` the JPEGs also carry the camera's own 1440 x 1080 copy
+of the photo (an MPF large thumbnail, as many cameras write one), which (b),
+(c) and (d) then decode instead of the photo; the original decodes the photo
+as always.
+
 Run (about 6 minutes on 2 cores)::
 
-    python benchmarks/bench_throughput.py [--count 64] [--repeat 5] [--photos DIR]
+    python benchmarks/bench_throughput.py [--count 64] [--repeat 5] [--photos DIR] [--previews]
 
 The last lines are the figures: one line per variant (photos/s, median of the
 rounds; peak RSS), the ceiling (d) and where the CPU time of one photo goes,
@@ -188,8 +193,11 @@ def worker_load(cache_dir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--photos", type=Path, default=CACHE / "camera",
-                    help="folder of camera JPEGs (default: %(default)s; built if missing)")
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="folder of camera JPEGs (default: camera/ in the cache folder, or camera-preview/ with "
+                         "--previews; built if missing)")
+    ap.add_argument("--previews", action="store_true",
+                    help="camera JPEGs that carry the camera's own 1440x1080 preview (MPF), as many cameras write")
     ap.add_argument("--count", type=int, default=64, help="photos per pass (default: 64)")
     ap.add_argument("--repeat", type=int, default=5, help="rounds of timed passes (default: 5)")
     ap.add_argument("--batch-size", type=int, default=32, help="ours: photos per inference call (default: 32)")
@@ -199,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.photos is None:
+        args.photos = CACHE / ("camera-preview" if args.previews else "camera")
 
     if args.worker == "load":
         print(json.dumps(worker_load(args.cache_dir)))
@@ -216,7 +226,8 @@ def main(argv=None):
     if len(list(args.photos.glob("*.jpg"))) < args.count:
         log(f"building {args.count} camera JPEGs in {args.photos} ...")
         subprocess.run([sys.executable, str(HERE / "make_camera_jpegs.py"), str(args.photos),
-                        "--count", str(args.count)], check=True, stdout=sys.stderr)
+                        "--count", str(args.count), *(["--preview"] if args.previews else [])],
+                       check=True, stdout=sys.stderr)
     paths = _photos(args.photos, args.count)
     for p in paths:  # every variant reads from a warm page cache
         p.read_bytes()
@@ -263,7 +274,8 @@ def main(argv=None):
         return median([tb / ta for ta, tb in zip(a.times, b.times)])
 
     print()
-    print(f"corpus: {n} camera JPEGs 4000x3000, median {median(sizes):.1f} MB; {os.cpu_count()} cores; "
+    kind = "camera JPEGs 4000x3000" + (" with a 1440x1080 MPF preview" if args.previews else "")
+    print(f"corpus: {n} {kind}, median {median(sizes):.1f} MB; {os.cpu_count()} cores; "
           f"{args.repeat} rounds of one timed pass per variant, medians")
     print(f"(a) original  VGG16 fc2, full decode ({args.orig_decode}), 1 photo/predict: "
           f"{rate(orig):7.2f} photos/s  peak RSS {orig.info['rss_mb']:.0f} MB")

@@ -11,6 +11,12 @@ quality 92 with EXIF (Make, Model, DateTime). Every third photo is stored
 "sideways" with an EXIF orientation tag (6 or 8), as phones do. The grain is
 raised or lowered until the file lies in 2-5 MB.
 
+With ``--preview`` each file also carries the camera's own smaller copy of the
+photo, as many cameras write one (Sony: 1616 x 1080 for 3:2): a 1440 x 1080
+JPEG of the same grained picture after the photo, listed in an APP2 "MPF"
+segment as a large thumbnail (``tests/_mpf.py``, the tests' writer). Use
+another OUT for those.
+
 Run::
 
     python benchmarks/make_camera_jpegs.py /tmp/camera --count 64
@@ -30,11 +36,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from _common import log, real_photos
+from _common import REPO, log, real_photos
+
+sys.path.insert(0, str(REPO / "tests"))
+from _mpf import write_mpf_jpeg  # noqa: E402 - the tests' MPF writer, one copy of it
 
 WIDTH, HEIGHT = 4000, 3000
 MIN_BYTES, MAX_BYTES = 2_000_000, 5_000_000
 QUALITY = 92
+PREVIEW = (1440, 1080)  # a Full-HD-class MPF large thumbnail of a 4:3 photo
 
 
 def _frame(src, rng, size):
@@ -76,7 +86,7 @@ def _exif(k, orientation):
     return exif
 
 
-def make_one(path, src, k, seed):
+def make_one(path, src, k, seed, preview=False):
     rng = random.Random(seed * 100_003 + k)
     # Every third photo is a portrait shot: the sensor stores it 4000x3000
     # with an orientation tag saying how to turn it upright (6: rotate 90
@@ -90,7 +100,8 @@ def make_one(path, src, k, seed):
     sigma = rng.uniform(3.0, 5.0)
     for _ in range(6):
         buf = io.BytesIO()
-        _grain(base, sigma, seed * 7 + k).save(buf, "JPEG", quality=QUALITY, exif=_exif(k, orientation))
+        grained = _grain(base, sigma, seed * 7 + k)
+        grained.save(buf, "JPEG", quality=QUALITY, exif=_exif(k, orientation))
         size = buf.tell()
         if size < MIN_BYTES:
             sigma *= 1.6
@@ -98,8 +109,12 @@ def make_one(path, src, k, seed):
             sigma /= 1.6
         else:
             break
-    path.write_bytes(buf.getvalue())
-    return size
+    if not preview:
+        path.write_bytes(buf.getvalue())
+        return size
+    small = grained.resize(PREVIEW, Image.BICUBIC, reducing_gap=2.0)  # stored as the sensor saw it, like the photo
+    write_mpf_jpeg(path, grained, small, quality=QUALITY, exif=_exif(k, orientation))
+    return path.stat().st_size
 
 
 def main(argv=None):
@@ -107,6 +122,8 @@ def main(argv=None):
     ap.add_argument("out", type=Path, help="folder to write the JPEGs into")
     ap.add_argument("--count", type=int, default=64, help="number of photos (default: 64)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    ap.add_argument("--preview", action="store_true",
+                    help="also store a 1440x1080 MPF large thumbnail in each file, as many cameras do")
     args = ap.parse_args(argv)
 
     photos = real_photos()
@@ -117,15 +134,16 @@ def main(argv=None):
     for k in range(args.count):
         name = names[k % len(names)]
         path = args.out / f"cam_{k:04d}_{name}.jpg"
-        if path.exists() and MIN_BYTES <= path.stat().st_size <= MAX_BYTES:
+        if path.exists() and MIN_BYTES <= path.stat().st_size <= MAX_BYTES + (1_000_000 if args.preview else 0):
             sizes.append(path.stat().st_size)
             continue
         if name not in sources:
             sources[name] = Image.open(photos[name]).convert("RGB")
-        sizes.append(make_one(path, sources[name], k, args.seed))
+        sizes.append(make_one(path, sources[name], k, args.seed, preview=args.preview))
         log(f"{path.name}: {sizes[-1] / 1e6:.2f} MB")
     mb = [s / 1e6 for s in sizes]
-    print(f"photos: {len(sizes)} camera JPEGs of {WIDTH}x{HEIGHT} in {args.out}")
+    with_preview = f", each with a {PREVIEW[0]}x{PREVIEW[1]} MPF preview" if args.preview else ""
+    print(f"photos: {len(sizes)} camera JPEGs of {WIDTH}x{HEIGHT}{with_preview} in {args.out}")
     print(f"total: {sum(mb):.1f} MB")
     print(f"size MB: median {statistics.median(mb):.2f}, min {min(mb):.2f}, max {max(mb):.2f}")
     return 0

@@ -26,7 +26,7 @@ import os
 
 from PIL import Image
 
-__all__ = ["RAW_SUFFIXES", "SIDECAR_SUFFIXES", "open_raw"]
+__all__ = ["RAW_SUFFIXES", "SIDECAR_SUFFIXES", "open_raw", "upright_preview"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _preview(raw, rawpy, size, path):
         orientation = _FLIP_TO_EXIF[raw.sizes.flip & 7]
     else:
         return None
-    return _upright(im, orientation, raw.sizes)
+    return upright_preview(im, orientation, (raw.sizes.width, raw.sizes.height))
 
 
 def _runs_past_the_end(path, data, probe=32):
@@ -168,9 +168,15 @@ def _runs_past_the_end(path, data, probe=32):
     return 0 <= found < len(data) - probe
 
 
-def _upright(im, orientation, sizes):
-    """Turn a preview upright, unless the camera stored it turned already."""
-    if orientation in (5, 6, 7, 8) and (im.width > im.height) != (sizes.width > sizes.height):
+def upright_preview(im, orientation, photo_size):
+    """Turn a camera's preview of a photo of ``photo_size`` (width, height, as stored) upright.
+
+    Cameras store a preview as the sensor saw it, like the photo, so the
+    photo's EXIF orientation applies -- unless the camera stored it turned
+    already.
+    """
+    width, height = photo_size
+    if orientation in (5, 6, 7, 8) and (im.width > im.height) != (width > height):
         # The orientation swaps the axes, but the preview's shape already
         # differs from the sensor's: this camera stored it turned.
         return im

@@ -2,7 +2,9 @@
 
 A camera JPEG of 12 MP is never decoded at full size: Pillow's ``draft`` asks
 libjpeg to scale in the DCT domain (1/2, 1/4 or 1/8) to just above the size the
-network wants, which is most of the speed of the whole pipeline.
+network wants, which is most of the speed of the whole pipeline. When the
+camera stored a smaller copy of the photo in the file (an MPF large
+thumbnail), that copy is decoded instead (:mod:`imagecluster._jpeg_preview`).
 """
 
 import logging
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ._exceptions import InvalidParameter, LibraryNotFound, NotAnImage
+from ._jpeg_preview import decode_preview, preview_frame
 from ._raw import RAW_SUFFIXES, SIDECAR_SUFFIXES, open_raw
 
 __all__ = [
@@ -260,8 +263,9 @@ def _decode_upright(path, size):
     size : int
         Smallest side wanted, in pixels. JPEGs are decoded at 1/2, 1/4 or
         1/8 scale in the DCT domain (draft mode) as far as keeps both sides
-        at least ``size``; RAW files give their embedded preview or a
-        half-size demosaic (:mod:`imagecluster._raw`).
+        at least ``size``, or their camera's preview when one can stand for
+        them (:mod:`imagecluster._jpeg_preview`); RAW files give their
+        embedded preview or a half-size demosaic (:mod:`imagecluster._raw`).
 
     Returns
     -------
@@ -285,10 +289,15 @@ def _decode_upright(path, size):
             # DecompressionBombError, caught below as "too many pixels".
             with Image.open(f) as im:
                 stored = im.size
-                im.draft("RGB", (size, size))
-                im = _to_rgb(_upright(im))
-                im.load()
-                return im, stored
+                frame = preview_frame(im)
+                if frame is None:
+                    return _small(im, size), stored
+                preview = _camera_preview(im, frame, size, path)
+                if preview is not None:
+                    return preview, stored
+            f.seek(0)  # the preview could not stand for the photo: the photo itself, opened afresh
+            with Image.open(f) as im:
+                return _small(im, size), stored
     except NotAnImage:
         raise
     except MemoryError as exc:
@@ -298,6 +307,23 @@ def _decode_upright(path, size):
         # raise nearly anything (struct.error, IndexError, ...). None of that
         # may stop a run over a whole library.
         raise NotAnImage(f"{os.fspath(path)}: {_describe(exc)}") from exc
+
+
+def _small(im, size):
+    """Decode the open ``im`` upright, in RGB, at 1/2, 1/4 or 1/8 scale (JPEG) while both sides stay >= ``size``."""
+    im.draft("RGB", (size, size))
+    im = _to_rgb(_upright(im))
+    im.load()
+    return im
+
+
+def _camera_preview(im, frame, size, path):
+    """The camera's own preview of a JPEG (:mod:`imagecluster._jpeg_preview`), or None to decode the photo itself."""
+    try:
+        return decode_preview(im, frame, size)
+    except Exception as exc:  # noqa: BLE001 - a broken preview is not a broken photo: the photo may be intact
+        logger.debug("%s: embedded preview unusable (%s), decoding the photo instead", os.fspath(path), exc)
+        return None
 
 
 def _square(im, size):

@@ -33,6 +33,14 @@ def make_library(tmp_path):
     return make
 
 
+@pytest.fixture(scope="module")
+def lite0():
+    """The default model, loaded once per test module (its weights converted from the shipped package)."""
+    from imagecluster.models import load_model
+
+    return load_model("lite0")
+
+
 @pytest.fixture
 def burst_library(make_library):
     """Three shots of a dog and three of a cat, in nested year/month folders."""

@@ -10,54 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from imagecluster import NotAnImage, cluster_folder, index_library
 from imagecluster._raw import open_raw
 from imagecluster.images import find_images, is_image_name, load_image
 
 from _dng import write_dng
-
-DATA = Path(__file__).parent / "data"
-
-ORIENTATIONS = range(1, 9)
-
-def photo(name, scale=1):
-    with Image.open(DATA / name) as im:
-        im = im.convert("RGB")
-    return im.resize((im.width * scale, im.height * scale), Image.BICUBIC) if scale != 1 else im
-
-
-def upright(im, orientation):
-    """The photo as a viewer shows it when stored with this EXIF orientation (Pillow as the reference)."""
-    im = im.copy()
-    im.getexif()[0x0112] = orientation
-    return ImageOps.exif_transpose(im)
-
-
-def best_orientation(decoded, scene):
-    """Which orientation's upright scene the decoded photo matches best (correlation at 48x48)."""
-
-    def small(im):
-        a = np.asarray(im.convert("L").resize((48, 48), Image.BILINEAR), dtype=np.float64).ravel()
-        return (a - a.mean()) / (a.std() or 1.0)
-
-    target = small(decoded)
-    return max(ORIENTATIONS, key=lambda o: float(small(upright(scene, o)) @ target))
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    from imagecluster.models import load_model
-
-    return load_model("lite0")
-
-
-def cosine(model, a, b):
-    fps = model.fingerprint(np.stack([a, b]))
-    fps = fps / np.linalg.norm(fps, axis=1, keepdims=True)
-    return float(fps[0] @ fps[1])
-
+from _support.scenes import best_orientation, cosine, photo, upright
 
 # --- which picture is decoded ------------------------------------------------------------
 
