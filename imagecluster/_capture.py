@@ -117,9 +117,9 @@ def read_capture(path):
         Never raises (except ``MemoryError``).
     """
     try:
-        from .images import _open_regular  # a FIFO or device named like a photo is never opened
+        from ._regular import open_regular  # a FIFO or device named like a photo is never opened
 
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             return _read(f)
     except MemoryError:
         raise

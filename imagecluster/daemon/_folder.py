@@ -25,7 +25,8 @@ import numpy as np
 
 from .._library import scan_library
 from .._library_events import capture_items
-from ..images import TREE_MARKER, listing_order, special_file_kind, walk_photos
+from .._regular import special_file_kind
+from ..images import TREE_MARKER, listing_order, walk_photos
 from ..store import Entries, Store
 
 __all__ = ["LibraryFolder", "Mirror", "file_sig", "folder_identity", "in_cluster_tree", "is_hidden", "match_moves",

@@ -1,7 +1,7 @@
 """Small previews of a library's photos, made once and kept in its store folder.
 
 A thumbnail is made from the same fast decode path as a fingerprint
-(:mod:`imagecluster.images`): libjpeg scales a JPEG by 1/2, 1/4 or 1/8 while
+(:mod:`imagecluster._decode`): libjpeg scales a JPEG by 1/2, 1/4 or 1/8 while
 decoding (``draft``), the EXIF orientation is applied, and the rest is one
 resize. Decoding, resizing and encoding release the GIL, so one thread per
 core keeps every core busy.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import images
+from .._decode import decode_upright
+from .._exceptions import NotAnImage
 
 __all__ = ["DEFAULT_SIDE", "ThumbnailCache", "ThumbnailFiles", "library_thumbnails", "make_thumbnail"]
 
@@ -56,7 +57,7 @@ def make_thumbnail(path, side=DEFAULT_SIDE):
     NotAnImage
         The file cannot be decoded, or is not a regular file.
     """
-    im, _ = images._decode_upright(path, side)
+    im, _ = decode_upright(path, side)
     im.thumbnail((side, side), Image.BILINEAR, reducing_gap=2.0)
     return im
 
@@ -232,7 +233,7 @@ class ThumbnailCache:
         """One thumbnail: ``(name, [width, height])``, ``[0, 0]`` when the photo cannot be read."""
         try:
             im = make_thumbnail(path, self.side)
-        except images.NotAnImage as exc:
+        except NotAnImage as exc:
             logger.info("no thumbnail for %s", exc)
             return name, [0, 0]
         return name, self._save(im, name)
