@@ -5,6 +5,9 @@ model; free of I/O (the snapshot's mappings come from
 :mod:`imagecluster._mapped`).
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ._entries import Entries
@@ -14,6 +17,9 @@ __all__ = ["MAX_DIRTY", "ModelMatrix"]
 #: Loaded rows a matrix mapped from its snapshot may change in place (in private memory, ~2.5 kB each) before
 #: it is copied whole instead. Bounds the memory that cannot be released and the work of carrying them over.
 MAX_DIRTY = 4096
+
+# Rows converted at a time by :meth:`ModelMatrix.take_float32` (5 MB of float32 at 1280 dimensions).
+_CHUNK_ROWS = 1024
 
 
 class ModelMatrix:
@@ -183,6 +189,34 @@ class ModelMatrix:
         if np.array_equal(idx, np.arange(len(idx))):
             return self.matrix[: len(idx)]
         return self.matrix[idx]
+
+    def take_float32(self, paths):
+        """Rows of ``paths`` (all present) as a new float32 array, converted on every core.
+
+        numpy converts float16 to float32 one value at a time (about 3 ns a
+        value on a 2-core laptop: 0.4 s for 100,000 fingerprints), and
+        releases the GIL while it does: chunks of rows on one thread per
+        core divide that time, and no float16 copy of the whole result is
+        made first.
+        """
+        idx = np.fromiter(map(self.rows.__getitem__, paths), np.intp, len(paths))
+        out = np.empty((len(idx), self.matrix.shape[1]), np.float32)
+        in_order = np.array_equal(idx, np.arange(len(idx)))
+
+        def fill(start):
+            stop = min(start + _CHUNK_ROWS, len(out))
+            out[start:stop] = self.matrix[start:stop] if in_order else self.matrix[idx[start:stop]]
+
+        starts = range(0, len(out), _CHUNK_ROWS)
+        workers = min(os.cpu_count() or 1, len(starts))
+        if workers < 2:
+            for start in starts:
+                fill(start)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="imagecluster-store-f32") as pool:
+                for _ in pool.map(fill, starts):
+                    pass
+        return out
 
     def view(self):
         """``(paths, matrix)``: the live rows, read-only, and their paths (a copy), in row order."""

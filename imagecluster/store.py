@@ -208,7 +208,7 @@ class Store:
             if m is None:
                 return [], np.empty((0, 0), np.float32)
             found = sorted(m.rows) if wanted is None else [p for p in wanted if p in m.rows]
-            return found, m.take(found).astype(np.float32)
+            return found, m.take_float32(found)
 
     def version(self):
         """An opaque value that changes whenever the store's content may have changed (two ``stat`` calls).

@@ -139,6 +139,30 @@ def test_fingerprints_subset_keeps_order_and_skips_unknown(tmp_path):
     assert paths == [] and fps.shape == (0, 0) and fps.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_fingerprints_of_many_rows_in_and_out_of_row_order(tmp_path, dtype):
+    """Thousands of rows are converted in chunks on every core: each row must land in its place."""
+    n = 5000  # several chunks of 1024 rows, the last one short
+    store = Store(tmp_path, dtype=dtype)
+    rng = np.random.default_rng(7)
+    vectors = {f"p/{i:05d}.jpg": rng.standard_normal(DIM).astype(np.float32) for i in range(n)}
+    order = list(vectors)
+    rng.shuffle(order)  # rows in another order than the sorted paths
+    store.put("m", [(p, 1, 1, vectors[p]) for p in order])
+    store.remove(order[:300:3])  # the last rows move into the removed ones' places
+    kept = sorted(set(vectors) - set(order[:300:3]))
+    cast = (lambda v: as16(v)) if dtype == "float16" else (lambda v: v)
+
+    paths, fps = store.fingerprints("m")  # sorted: out of row order
+    assert paths == kept and fps.dtype == np.float32 and fps.flags.writeable
+    np.testing.assert_array_equal(fps, np.stack([cast(vectors[p]) for p in kept]))
+
+    in_rows = store.view("m").paths  # row order: converted without gathering
+    paths, fps = store.fingerprints("m", in_rows)
+    assert paths == in_rows
+    np.testing.assert_array_equal(fps, np.stack([cast(vectors[p]) for p in in_rows]))
+
+
 def test_put_replaces_and_rows_are_reused(tmp_path):
     store = Store(tmp_path)
     for i in range(40):  # grows the matrix several times
