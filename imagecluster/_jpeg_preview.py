@@ -63,8 +63,10 @@ def decode_preview(im, frame, size):
     Returns
     -------
     PIL.Image.Image or None
-        RGB, upright by the photo's EXIF orientation (cameras store the
-        preview as they store the photo, and give it no EXIF of its own).
+        RGB, upright by the photo's EXIF orientation: cameras store the
+        preview as they store the photo, so the photo's tag speaks for both
+        (the preview's own EXIF, if any, is not read), unless the preview's
+        shape shows it was stored turned already.
 
     Raises
     ------
