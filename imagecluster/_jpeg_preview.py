@@ -24,7 +24,8 @@ from ._raw import upright_preview
 __all__ = ["ASPECT_TOLERANCE", "decode_preview", "preview_frame"]
 
 #: How far a preview's aspect ratio may be from the photo's, relative. Sony's
-#: 1616 x 1080 preview of a 3:2 photo is 0.3 % off, Nikon's 640 x 424 0.6 %.
+#: 1616 x 1080 preview of a 3:2 photo is 0.3 % off, a 640 x 424 one 0.6 %;
+#: a crop to another shape, or a letterboxed preview, is far more.
 ASPECT_TOLERANCE = 0.01
 
 _LARGE_THUMBNAILS = frozenset({"Large Thumbnail (VGA Equivalent)", "Large Thumbnail (Full HD Equivalent)"})
