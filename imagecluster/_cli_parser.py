@@ -5,12 +5,18 @@ parser then prints *its* usage ("imagecluster [-h] [--version] COMMAND")
 without a hint. Here each parser refuses unknown options itself, with its own
 usage and the closest option it has: ``cluster photos --smi 0.8`` says
 "unrecognized arguments: --smi 0.8 (did you mean --sim?)".
+
+Also the two helpers every numeric option's type is made of: the text as a
+number, then :mod:`imagecluster._validation`'s rule, each failure worded for
+the option.
 """
 
 import argparse
 import difflib
 
-__all__ = ["Parser"]
+from ._exceptions import InvalidParameter
+
+__all__ = ["Parser", "checked_arg", "number_arg"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,3 +36,19 @@ class Parser(argparse.ArgumentParser):
                 if close:
                     return f" (did you mean {close[0]}?)"
         return ""
+
+
+def number_arg(text, message):
+    """The command line's text as a float (the checks of _validation take numbers, not text)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def checked_arg(check, value, message):
+    """``check(value)`` from _validation, the one rule; its failure as argparse's, worded for the option."""
+    try:
+        return check(value)
+    except InvalidParameter:
+        raise argparse.ArgumentTypeError(message) from None

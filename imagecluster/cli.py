@@ -11,7 +11,6 @@ import collections
 import logging
 import os
 import sys
-import textwrap
 import warnings
 
 from PIL import Image
@@ -19,15 +18,15 @@ from PIL import Image
 from . import __version__
 from ._api import run_cluster
 from ._cli_dask import add_dask_options, dask_options
-from ._cli_events import add_event_options, add_remote_event_options, run_events_command
+from ._cli_events import add_event_options, run_events_command
 from ._cli_gallery import add_gallery_commands, write_html
-from ._cli_parser import Parser
+from ._cli_parser import Parser, checked_arg, number_arg
+from ._cli_remote import add_remote_commands
 from ._exceptions import ImageClusterError, InvalidParameter, MissingDependency, NotOurTree
-from ._exit_codes import exit_codes_text
 from ._library import index_library
 from ._pairs import PAIR_LINKS
 from ._progress import ProgressBar
-from ._validation import DEFAULT_BATCH_SIZE, MAX_WAIT_SECONDS, check_sim, check_timeout, check_wait
+from ._validation import DEFAULT_BATCH_SIZE, check_sim
 from .cluster import CUTS, DEFAULT_SIM
 from .graph import LibraryGraph
 from .images import check_library
@@ -151,7 +150,7 @@ def _build_parser():
     index.set_defaults(run=_run_index)
     add_gallery_commands(commands, _sim, _positive_int)
     _add_daemon_commands(commands)
-    _add_remote_commands(commands)
+    add_remote_commands(commands, _sim, EXIT_USAGE)
     return parser
 
 
@@ -206,8 +205,8 @@ def _add_daemon_commands(commands):
 
 
 def _sim(text):
-    value = _number(text, f"{text!r} is not a number; sim is between 0 and 1")
-    return _checked(check_sim, value, f"{text} is outside 0..1")
+    value = number_arg(text, f"{text!r} is not a number; sim is between 0 and 1")
+    return checked_arg(check_sim, value, f"{text} is outside 0..1")
 
 
 def _positive_int(text):
@@ -348,88 +347,6 @@ def _print_clusters(clusters):
     print(f"{'cluster size':<{width}} : ncluster")
     for size in sorted(counts):
         print(f"{size:<{width}} : {counts[size]}")
-
-
-# The remote command's table, written once (_exit_codes), wrapped for --help.
-_REMOTE_EXIT_CODES = textwrap.fill(exit_codes_text(), 88)
-
-
-def _add_remote_commands(commands):
-    # Only argument parsing here: plugin_api (dbus-fast) is imported when a
-    # `remote` command runs.
-    remote = commands.add_parser(
-        "remote",
-        help="ask the running daemon over D-Bus: clusters, fingerprints, status",
-        description="Call the imagecluster daemon (org.imagecluster.ImageCluster1 on the session bus),\n"
-        "starting it through D-Bus activation when it is installed. For photo-manager plugins\n"
-        "that can only run a program: --json prints one UTF-8 JSON document on stdout.",
-        epilog=_REMOTE_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    remote.set_defaults(run=lambda args: remote.print_help() or EXIT_USAGE)
-    calls = remote.add_subparsers(title="commands", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print the result as JSON (UTF-8) on stdout")
-    common.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS",
-        help="seconds to wait for the daemon's answer (default 25; 600 for cluster, fingerprint, similar)",
-    )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="say more (twice: debug)")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress (remote wait)")
-    kinds = {
-        "cluster": "cluster every library (or --library), write the trees, print the clusters",
-        "fingerprint": "print the fingerprint of one photo inside a library",
-        "similar": "print the stored photos similar to one photo, most similar first",
-        "status": "print the daemon's libraries, model, indexed and pending photos, state",
-        "wait": "wait until nothing is pending (at most SECONDS, default 60)",
-    }
-    for name, text in kinds.items():
-        call = calls.add_parser(name, parents=[common], help=text, description=text.capitalize() + ".",
-                                epilog=_REMOTE_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        call.set_defaults(run=_run_remote, remote=name)
-        if name in ("fingerprint", "similar"):
-            call.add_argument("path", metavar="PATH", help="the photo (inside a watched library)")
-        if name in ("cluster", "similar"):
-            call.add_argument("--sim", type=_sim, help="similarity index in 0..1 (default: the daemon's, see status)")
-        if name == "cluster":
-            call.add_argument("--library", metavar="DIR", help="cluster only this library (one of status' libraries)")
-            call.add_argument("--out", metavar="DIR", help="with --library: write the tree here instead")
-            add_remote_event_options(call)
-        if name == "wait":
-            call.add_argument("seconds", metavar="SECONDS", type=_wait_seconds, nargs="?", default=60.0,
-                              help=f"wait at most this long, 0..{MAX_WAIT_SECONDS:g} (default 60)")
-
-
-def _seconds(text):
-    value = _number(text, f"{text!r} is not a number of seconds")
-    return _checked(check_timeout, value, f"{text} must be more than 0 seconds")
-
-
-def _wait_seconds(text):
-    value = _number(text, f"{text!r} is not a number of seconds")
-    return _checked(check_wait, value, f"{text} is outside 0..{MAX_WAIT_SECONDS:g} seconds")
-
-
-def _number(text, message):
-    """The command line's text as a float (the checks of _validation take numbers, not text)."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(message) from None
-
-
-def _checked(check, value, message):
-    """``check(value)`` from _validation, the one rule; its failure as argparse's, worded for the option."""
-    try:
-        return check(value)
-    except InvalidParameter:
-        raise argparse.ArgumentTypeError(message) from None
-
-
-def _run_remote(args):
-    from .plugin_api._remote import run_remote
-
-    return run_remote(args)
 
 
 if __name__ == "__main__":
