@@ -21,20 +21,21 @@ Only the metadata is read, never the pixels: for a JPEG the ``APP1`` segment
 directories that hold these tags, for a Fujifilm RAF the JPEG preview's
 ``APP1``, and for PNG, WebP and HEIC the EXIF block Pillow finds while
 opening the file (it decodes nothing). Canon CR3 (ISO media boxes) is not
-parsed: it falls back to the file time. The TIFF reader is this module's own
-(not Pillow's ``ImageFileDirectory``): it accepts every RAW's byte-order
-magic (``IIRO``, ``IIU``), reads a bounded number of bytes, and never warns
-or raises -- photo files are untrusted input, and a missing or garbled field
-is simply absent. Measured: the same photo's header read costs ~0.1 ms for
+parsed: it falls back to the file time. The TIFF reader is our own
+(:mod:`imagecluster._tiff`, not Pillow's ``ImageFileDirectory``): it
+accepts every RAW's byte-order magic (``IIRO``, ``IIU``), reads a bounded
+number of bytes, and never warns or raises -- photo files are untrusted
+input, and a missing or garbled field is simply absent. Measured: the same photo's header read costs ~0.1 ms for
 a JPEG (see ``benchmarks/bench_events.py``).
 """
 
 import datetime as _dt
 import math
-import os
 import re
 import struct
 from typing import NamedTuple
+
+from ._tiff import TIFF_MAGIC, BytesSource, FileSource, IfdReader, jpeg_app1
 
 __all__ = [
     "DEFAULT_SOURCES", "EMPTY", "SOURCES", "Capture", "CaptureTime", "capture_problem", "capture_time",
@@ -49,16 +50,11 @@ DEFAULT_SOURCES = SOURCES
 _EPOCH = _dt.datetime(1970, 1, 1)
 _TIME = re.compile(rb"(\d{4})[:\-/](\d\d)[:\-/](\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(rb"([+-])(\d\d):?(\d\d)")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00")
-_MAX_READ = 1 << 20  # bytes read from a file in all: headers are small, a hostile file must not make us read more
-_MAX_ENTRIES = 1000  # entries per directory
-_MAX_SEGMENTS = 64  # JPEG markers before giving up on finding APP1
 # Tags (IFD0 / Exif IFD / GPS IFD).
 _DATETIME, _EXIF_IFD, _GPS_IFD = 0x0132, 0x8769, 0x8825
 _ORIGINAL, _DIGITIZED = 0x9003, 0x9004
 _OFFSETS = {0x9010: "datetime", 0x9011: "original", 0x9012: "digitized"}
 _SUBSECS = {0x9290: "datetime", 0x9291: "original", 0x9292: "digitized"}
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 9: 4, 10: 8}
 
 
 class Capture(NamedTuple):
@@ -213,42 +209,14 @@ def capture_problem(fields):
 def _read(f):
     head = f.read(16)
     if head[:2] == b"\xff\xd8":
-        return _from_tiff_bytes(_jpeg_app1(f, 0))
-    if head[:4] in _TIFF_MAGIC:
-        return _from_tiff(_FileSource(f), 0)
+        return _from_tiff_bytes(jpeg_app1(f, 0))
+    if head[:4] in TIFF_MAGIC:
+        return _from_tiff(FileSource(f), 0)
     if head.startswith(b"FUJIFILMCCD-RAW"):
         f.seek(84)
         (offset,) = struct.unpack(">I", f.read(4))
-        return _from_tiff_bytes(_jpeg_app1(f, offset))
+        return _from_tiff_bytes(jpeg_app1(f, offset))
     return _from_pillow(f)
-
-
-def _jpeg_app1(f, start):
-    """The TIFF bytes of a JPEG's ``Exif`` APP1 segment starting at file offset ``start``, or None."""
-    f.seek(start)
-    if f.read(2) != b"\xff\xd8":
-        return None
-    for _ in range(_MAX_SEGMENTS):
-        marker = f.read(2)
-        while marker[:1] == b"\xff" and marker[1:] == b"\xff":  # fill bytes
-            marker = marker[1:] + f.read(1)
-        if len(marker) < 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
-            return None  # end of image or start of the pixels: no EXIF before them
-        if 0xD0 <= marker[1] <= 0xD7 or marker[1] == 0x01:
-            continue  # markers without a length
-        raw = f.read(2)
-        if len(raw) < 2:
-            return None
-        length = struct.unpack(">H", raw)[0] - 2
-        if length < 0:
-            return None
-        if marker[1] == 0xE1:
-            data = f.read(length)
-            if data.startswith(b"Exif\x00"):
-                return data[6:]
-        else:
-            f.seek(length, os.SEEK_CUR)
-    return None
 
 
 def _from_pillow(f):
@@ -264,33 +232,9 @@ def _from_pillow(f):
 
 
 def _from_tiff_bytes(data):
-    if not data or data[:4] not in _TIFF_MAGIC:
+    if not data or data[:4] not in TIFF_MAGIC:
         return EMPTY
-    return _from_tiff(_BytesSource(data), 0)
-
-
-class _BytesSource:
-    def __init__(self, data):
-        self.data = data
-
-    def read(self, offset, n):
-        return self.data[offset : offset + n] if offset >= 0 else b""
-
-
-class _FileSource:
-    """Reads at offsets of a seekable file, at most ``_MAX_READ`` bytes in all."""
-
-    def __init__(self, f):
-        self.f = f
-        self.budget = _MAX_READ
-
-    def read(self, offset, n):
-        if offset < 0 or n > self.budget:
-            return b""
-        self.f.seek(offset)
-        data = self.f.read(n)
-        self.budget -= len(data)
-        return data
+    return _from_tiff(BytesSource(data), 0)
 
 
 def _from_tiff(src, base):
@@ -298,7 +242,7 @@ def _from_tiff(src, base):
     if len(head) < 8:
         return EMPTY
     endian = "<" if head[:2] == b"II" else ">"
-    reader = _Ifd(src, base, endian)
+    reader = IfdReader(src, base, endian)
     ifd0 = reader.entries(struct.unpack(endian + "I", head[4:8])[0])
     walls, offsets, subsecs = {}, {}, {}
     walls["datetime"] = reader.ascii(ifd0.get(_DATETIME))
@@ -320,58 +264,6 @@ def _from_tiff(src, base):
         fields[name] = wall
         fields[f"{name}_offset"] = offsets[name] if wall is not None else None
     return Capture(**fields, lat=lat, lon=lon)
-
-
-class _Ifd:
-    """Reads TIFF directories (entries only; values fetched on demand)."""
-
-    def __init__(self, src, base, endian):
-        self.src, self.base, self.endian = src, base, endian
-        self.seen = set()
-
-    def entries(self, offset):
-        """``{tag: (type, count, value_or_offset_bytes)}``; empty for a bad or already read directory."""
-        if not offset or offset in self.seen:
-            return {}
-        self.seen.add(offset)
-        raw = self.src.read(self.base + offset, 2)
-        if len(raw) < 2:
-            return {}
-        (n,) = struct.unpack(self.endian + "H", raw)
-        table = self.src.read(self.base + offset + 2, 12 * min(n, _MAX_ENTRIES))
-        found: dict[int, tuple[int, int, bytes]] = {}
-        for k in range(len(table) // 12):
-            tag, typ, count = struct.unpack_from(self.endian + "HHI", table, 12 * k)
-            found.setdefault(tag, (typ, count, table[12 * k + 8 : 12 * k + 12]))
-        return found
-
-    def _value(self, entry, types, max_count):
-        if entry is None:
-            return None, 0
-        typ, count, inline = entry
-        if typ not in types or not 0 < count <= max_count:
-            return None, 0
-        size = _TYPE_SIZES[typ] * count
-        if size <= 4:
-            return inline[:size], typ
-        (offset,) = struct.unpack(self.endian + "I", inline)
-        data = self.src.read(self.base + offset, size)
-        return (data, typ) if len(data) == size else (None, 0)
-
-    def pointer(self, entry):
-        data, typ = self._value(entry, (4, 13), 1)
-        return struct.unpack(self.endian + "I", data)[0] if data else None
-
-    def ascii(self, entry):
-        data, _ = self._value(entry, (2, 7, 1), 64)
-        return data
-
-    def rationals(self, entry):
-        data, typ = self._value(entry, (5, 10), 3)
-        if not data:
-            return None
-        values = struct.unpack(f"{self.endian}{len(data) // 4}{'I' if typ == 5 else 'i'}", data)
-        return list(zip(values[0::2], values[1::2]))
 
 
 def _parse_time(text, subsec):
