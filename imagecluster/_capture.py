@@ -25,8 +25,9 @@ parsed: it falls back to the file time. The TIFF reader is our own
 (:mod:`imagecluster._tiff`, not Pillow's ``ImageFileDirectory``): it
 accepts every RAW's byte-order magic (``IIRO``, ``IIU``), reads a bounded
 number of bytes, and never warns or raises -- photo files are untrusted
-input, and a missing or garbled field is simply absent. Measured: the same photo's header read costs ~0.1 ms for
-a JPEG (see ``benchmarks/bench_events.py``).
+input, and a missing or garbled field is simply absent. Measured: the same
+photo's header read costs ~0.1 ms for a JPEG (see
+``benchmarks/bench_events.py``).
 """
 
 import datetime as _dt

@@ -15,7 +15,7 @@ It stands for the photo only when nothing speaks against it:
 - both its sides are at least the size wanted;
 - its shape is the photo's (aspect ratio within :data:`ASPECT_TOLERANCE`): a
   preview an editor left behind after cropping, or a letterboxed one, is not
-  used;
+  used; nor one stored turned when the photo's orientation does not turn it;
 - it decodes. The caller falls back to the photo itself on any failure.
 """
 
@@ -77,14 +77,22 @@ def decode_preview(im, frame, size):
     photo_size = im.size
     orientation = _orientation(im)
     im.seek(frame)
-    if min(im.size) < size or not _same_shape(im.size, photo_size):
+    if min(im.size) < size or not _same_shape(im.size, photo_size, orientation):
         return None
     im.draft("RGB", (size, size))
     return upright_preview(im.convert("RGB"), orientation, photo_size)
 
 
-def _same_shape(preview_size, photo_size):
-    """Whether the two sizes have the same aspect ratio, either way round (a camera may store the preview turned)."""
+def _same_shape(preview_size, photo_size, orientation):
+    """Whether the preview has the photo's aspect ratio, either way round.
+
+    A camera may store the preview turned already, but only a photo whose
+    orientation turns it (5-8) has a reason to: a turned preview of a photo
+    that is not turned is not the photo as the camera saw it.
+    """
+    turned = (preview_size[0] > preview_size[1]) != (photo_size[0] > photo_size[1])
+    if turned and orientation not in (5, 6, 7, 8):
+        return False
     long_p, short_p = max(preview_size), min(preview_size)
     long_f, short_f = max(photo_size), min(photo_size)
     return abs((long_p * short_f) / (short_p * long_f) - 1) <= ASPECT_TOLERANCE

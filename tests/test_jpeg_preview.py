@@ -60,7 +60,8 @@ def test_a_large_thumbnail_is_decoded_instead_of_the_photo(tmp_path, dog, cat_pr
 
 @pytest.mark.parametrize(
     "case",
-    ["undefined type", "stereo view", "too small", "letterboxed", "cropped photo", "broken preview"],
+    ["undefined type", "stereo view", "too small", "letterboxed", "cropped photo", "turned, photo not",
+     "broken preview"],
 )
 def test_a_preview_that_cannot_stand_for_the_photo_is_not_used(tmp_path, dog, cat_preview, case):
     """Each case decodes exactly as the photo without any preview does."""
@@ -76,6 +77,8 @@ def test_a_preview_that_cannot_stand_for_the_photo_is_not_used(tmp_path, dog, ca
         preview = cat_preview.resize((640, 360), Image.BICUBIC)
     elif case == "cropped photo":  # an editor cut the photo to 3:2 and left the camera's 4:3 preview
         photo_im = dog.crop((0, 0, 1280, 853))
+    elif case == "turned, photo not":  # stored turned, though the photo has no orientation that turns it
+        preview = cat_preview.transpose(Image.Transpose.ROTATE_90)
     write_mpf_jpeg(path, photo_im, preview, mp_type=mp_type)
     if case == "broken preview":
         data = bytearray(path.read_bytes())
