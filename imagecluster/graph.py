@@ -11,7 +11,8 @@ addition. A Cluster call then costs the components and the linkage inside
 them, not the search.
 
 The graph is saved as ``graph-<model>.npz`` in the store folder (numpy's
-format, read with ``allow_pickle=False``: plain arrays, never code). It names
+format, read with ``allow_pickle=False``: plain arrays, never code;
+:mod:`imagecluster._graph_file`). It names
 each photo with its path, size and modification time, so a graph saved by
 an older run is brought up to date the same way: photos whose file changed,
 or that are new, are searched again; photos that are gone lose their edges.
@@ -23,17 +24,14 @@ Below the floor the graph cannot answer; :func:`imagecluster._library.library_cl
 then searches every pair, as before the graph existed.
 """
 
-import contextlib
 import copy
-import json
 import logging
-import os
-import tempfile
 
 import numpy as np
 
 from ._edges import Edges, edges_against, row_norms, similarity_edges, unit_rows
 from ._exceptions import InvalidParameter
+from ._graph_file import ROUNDING, SavedGraph, read_graph, write_graph
 from ._ivf import APPROXIMATE_ABOVE, approximate_edges
 from .cluster import DEFAULT_DENSE_BUDGET, check_min_size, check_sim, cluster_graph
 
@@ -45,16 +43,12 @@ logger = logging.getLogger(__name__)
 #: 0.5 is the lowest sim the README's table recommends ("loosely related photos").
 DEFAULT_FLOOR = 0.5
 
-_FORMAT = "imagecluster-graph"
-_VERSION = 1
 # Rows converted to float32 at once when the whole matrix is read in tiles.
 _CHUNK_ROWS = 8192
 # Photos whose neighbour lists are recomputed in full when a saved graph is loaded.
 _CHECKED_NODES = 3
 # Edges whose similarity is recomputed when a saved graph is loaded.
 _CHECKED_EDGES = 256
-# Edges found again may differ in float32 rounding by this much (another tiling, another BLAS).
-_ROUNDING = 1e-4
 
 
 class UnitRows:
@@ -274,21 +268,11 @@ class LibraryGraph:
         return matches
 
     def save(self):
-        """Write the graph file atomically (temporary file, fsync, rename)."""
-        blob = np.frombuffer("\0".join(self.paths).encode("utf-8", "surrogateescape"), dtype=np.uint8)
-        meta = json.dumps({"format": _FORMAT, "version": _VERSION, "model": self.model, "floor": self.floor,
-                           "dtype": self._matrix.dtype.name, "n": len(self.paths), "exact": self.exact})
-        fd, tmp = tempfile.mkstemp(prefix=".graph-", suffix=".tmp", dir=self.store.folder)
+        """Write the graph file atomically (:mod:`imagecluster._graph_file`); a failure is logged, not raised."""
+        saved = SavedGraph(self.paths, self._sizes, self._mtimes, self.edges, self.exact)
         try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.frombuffer(meta.encode(), dtype=np.uint8), paths=blob, sizes=self._sizes,
-                         mtimes=self._mtimes, i=self.edges.i, j=self.edges.j, sim=self.edges.sim)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.file)
+            write_graph(self.file, saved, model=self.model, floor=self.floor, dtype=self._matrix.dtype.name)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             logger.warning("cannot save the similarity graph %s: %s (it is rebuilt when needed)", self.file, exc)
             return
         self._dirty = False
@@ -383,54 +367,16 @@ class LibraryGraph:
         Whether it agrees with the fingerprints is checked once it has caught
         up with the store (:meth:`_disagreement`).
         """
-        try:
-            with open(self.file, "rb") as file, np.load(file, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in ("meta", "paths", "sizes", "mtimes", "i", "j", "sim")}
-        except FileNotFoundError:
-            return False
-        except Exception as exc:  # not a zip, not numpy arrays, a missing member, a refused pickle ...
-            logger.warning("the similarity graph %s cannot be read (%s); rebuilding it", self.file, exc)
-            return False
-        problem = self._take(arrays, view)
+        dtype = view.matrix.dtype.name if len(view.paths) else None
+        saved, problem = read_graph(self.file, model=self.model, floor=self.floor, dtype=dtype)
         if problem:
-            logger.warning("the similarity graph %s is not used (%s); rebuilding it", self.file, problem)
-            self.paths, self.edges, self._norms = [], Edges.empty(), None
-            self._sizes, self._mtimes = _no_versions()
-        return not problem
-
-    def _take(self, arrays, view):
-        """Take a loaded graph's arrays if their structure is valid; else say why not."""
-        try:
-            meta = json.loads(bytes(arrays["meta"]).decode())
-            paths = bytes(arrays["paths"]).decode("utf-8", "surrogateescape").split("\0")
-        except (TypeError, ValueError) as exc:
-            return f"unreadable header or paths: {exc}"
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-            return "not an imagecluster graph of this version"
-        if meta.get("floor") != self.floor or meta.get("model") != self.model:
-            return f"made for floor {meta.get('floor')} and model {meta.get('model')!r}"
-        if meta.get("dtype") != view.matrix.dtype.name and len(view.paths):
-            return f"made from {meta.get('dtype')} fingerprints"
-        n = meta.get("n")
-        i, j, sims, sizes, mtimes = (arrays[k] for k in ("i", "j", "sim", "sizes", "mtimes"))
-        if n == 0:
-            paths = []
-        if not isinstance(n, int) or len(paths) != n or len(set(paths)) != n or sizes.shape != (n,) \
-                or mtimes.shape != (n,) or sizes.dtype != np.int64 or mtimes.dtype != np.int64:
-            return "photo list damaged"
-        if not (i.dtype == j.dtype == np.int32 and sims.dtype == np.float32 and i.shape == j.shape == sims.shape
-                and i.ndim == 1):
-            return "edge arrays damaged"
-        if len(i) and (i.min() < 0 or j.max() >= n or not (i < j).all()
-                       or not np.isfinite(sims).all() or sims.min() < self.floor or sims.max() > 1.0 + _ROUNDING):
-            return "edges out of range"
-        if not isinstance(meta.get("exact", True), bool):
-            return "header damaged"
-        self.paths, self._norms = paths, None
-        self._sizes, self._mtimes = sizes, mtimes
-        self.edges = Edges(i, j, sims)
-        self.exact = meta.get("exact", True)  # graphs saved before approximate builds were all exact
-        return ""
+            logger.warning("the similarity graph %s %s; rebuilding it", self.file, problem)
+        if saved is None:
+            return False
+        self.paths, self._norms = saved.paths, None
+        self._sizes, self._mtimes = saved.sizes, saved.mtimes
+        self.edges, self.exact = saved.edges, saved.exact
+        return True
 
     def _disagreement(self):
         """Check a sample of edges and of whole neighbour lists against the fingerprints; '' when they agree."""
@@ -442,7 +388,7 @@ class LibraryGraph:
         if len(self.edges):
             pick = rng.choice(len(self.edges), min(_CHECKED_EDGES, len(self.edges)), replace=False)
             a, b = rows[self.edges.i[pick]], rows[self.edges.j[pick]]
-            if np.abs(np.einsum("ij,ij->i", a, b) - self.edges.sim[pick]).max() > _ROUNDING:
+            if np.abs(np.einsum("ij,ij->i", a, b) - self.edges.sim[pick]).max() > ROUNDING:
                 return "its edges do not match the fingerprints"
         nodes = rng.choice(n, min(_CHECKED_NODES, n), replace=False)
         found = edges_against(rows, nodes, self.floor)
@@ -453,7 +399,7 @@ class LibraryGraph:
                         zip(edges.i[touching], edges.j[touching], edges.sim[touching])}
 
             kept, real = near(self.edges), near(found)
-            undecided = {p for p, s in {**kept, **real}.items() if abs(s - self.floor) <= _ROUNDING}
+            undecided = {p for p, s in {**kept, **real}.items() if abs(s - self.floor) <= ROUNDING}
             kept, real = set(kept) - undecided, set(real) - undecided
             # An approximate graph may lack a few pairs, never hold a false one.
             if kept != real if self.exact else not kept <= real:

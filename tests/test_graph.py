@@ -146,6 +146,19 @@ def test_a_damaged_or_tampered_graph_is_rebuilt(tmp_path, caplog, monkeypatch, d
     assert graph.clusters(0.6) == expected(store, 0.6)
 
 
+def test_a_graph_that_cannot_be_saved_is_reported_and_still_answers(tmp_path, caplog):
+    rng = np.random.default_rng(5)
+    store = Store(tmp_path)
+    store.put("m", photos(rng, 60))
+    graph = LibraryGraph(store, "m")
+    graph.file.mkdir()  # a folder where the file should go: the rename fails
+    with caplog.at_level(logging.WARNING, logger="imagecluster.graph"):
+        graph.update()
+    assert "cannot save the similarity graph" in caplog.text
+    assert graph.clusters(0.6) == expected(store, 0.6)
+    assert not list(store.folder.glob(".graph-*"))  # no temporary file left behind
+
+
 def test_similar_answers_from_edges_and_by_search(tmp_path):
     rng = np.random.default_rng(4)
     store, graph = indexed(tmp_path, rng, 150)
