@@ -28,9 +28,11 @@ def load_image(path, size):
     """Decode one photo to an RGB array of shape ``(size, size, 3)``, uint8.
 
     EXIF orientation is applied, a GIF gives its first frame, a camera RAW
-    file its embedded preview or a half-size demosaic, transparency is
-    flattened onto white, and the whole photo is squashed to a square (like the
-    original imagecluster), so nothing at its edges is cropped away.
+    file its embedded preview or a half-size demosaic, a camera JPEG that
+    carries its camera's smaller copy of the photo (MPF) that copy,
+    transparency is flattened onto white, and the whole photo is squashed to
+    a square (like the original imagecluster), so nothing at its edges is
+    cropped away.
 
     Parameters
     ----------
