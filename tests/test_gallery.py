@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import _gallery_lib as lib
 import numpy as np
@@ -66,6 +67,24 @@ def test_thumbnails_are_small_upright_cached_and_pruned(tmp_path):
     assert cache.made == 1
     cache.prune([cache.name(*s) for s in changed[:3]])
     assert sorted(p.name for p in cache.folder.glob("*.jpg")) == sorted(cache.name(*s) for s in changed[:3])
+
+
+def test_a_prune_leaves_a_fresh_thumbnail_no_gallery_listed_yet(tmp_path):
+    """The daemon's worker writes a new photo's thumbnail before storing the photo: a gallery must not delete it."""
+    names = lib.make_gallery_library(tmp_path / "photos", count=4, hostile=False)
+    root = tmp_path / "photos"
+    cache = ThumbnailCache(tmp_path / "cache")
+    stats = [(n, (root / n).stat().st_size, (root / n).stat().st_mtime_ns) for n in names]
+    cache.ensure(root, stats[:2], workers=1)  # listed: a kept photo's, and a photo deleted since
+    kept, deleted = (cache.folder / cache.name(*s) for s in stats[:2])
+    workers = cache.sink(root, stats[2:])  # unlisted: the worker's, for photos not (yet) in the store
+    for rel, _, _ in stats[2:]:
+        workers.add(root / rel, Image.new("RGB", (64, 48)))
+    stale, fresh = (cache.folder / cache.name(*s) for s in stats[2:])
+    os.utime(stale, (time.time() - 3600,) * 2)  # written an hour ago: its photo never got stored
+    assert cache.prune([kept.name], written_before=time.time() - 60) == 2
+    assert kept.exists() and fresh.exists() and not deleted.exists() and not stale.exists()
+    assert cache.prune([kept.name]) == 1 and not fresh.exists()  # no cutoff: every unlisted file goes
 
 
 class _MeanColour224:

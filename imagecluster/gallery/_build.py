@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -36,6 +37,10 @@ logger = logging.getLogger(__name__)
 #: The file that marks a folder as a gallery imagecluster wrote (and may rewrite).
 GALLERY_MARKER = ".imagecluster-gallery"
 _THUMB_DIR = ".thumbs"
+# A thumbnail written this shortly before the store was read may be the daemon worker's, for a photo it stored
+# since (it writes the thumbnail, then stores the batch): a prune leaves it to the next gallery. Ten minutes is
+# many batches, even of RAW files demosaiced on a slow machine.
+_WORKER_SECONDS = 600
 
 
 class Gallery:
@@ -147,6 +152,7 @@ def write_gallery(
     if sim < graph.floor:
         raise InvalidParameter(f"the gallery shows sim {graph.floor} to 1, got {sim}")
     graph.update(progress=compare_progress)
+    read_at = time.time()
     view = store.view(model)
     paths = sorted(view.paths)
     row = {p: k for k, p in enumerate(view.paths)}
@@ -162,7 +168,7 @@ def write_gallery(
     stats = [(p, view.entries[p].size, view.entries[p].mtime_ns) for p in paths]
     thumbs = cache.ensure(root, stats, workers=workers, progress=progress)
     names = [cache.name(*s) for s in stats]
-    cache.prune(names)
+    cache.prune(names, written_before=read_at - _WORKER_SECONDS)
 
     data = {
         "version": 1, "sim": sim, "floor": graph.floor, "minSize": min_size, "thumbDir": _THUMB_DIR + "/",

@@ -200,13 +200,21 @@ class ThumbnailCache:
         targets = {Path(root) / rel: self.file(rel, size, mtime_ns) for rel, size, mtime_ns in photos}
         return ThumbnailFiles(self.side, targets)
 
-    def prune(self, keep):
+    def prune(self, keep, *, written_before=None):
         """Remove the thumbnails of photos that are gone or changed.
 
         Parameters
         ----------
         keep : iterable of str
             File names still in use (from :meth:`name`).
+        written_before : float, default=None
+            Of the files no gallery has listed yet, remove only those last
+            written before this time (seconds since the epoch); None removes
+            any. The daemon's inference worker writes a new photo's thumbnail
+            before the photo is in the store, so a ``keep`` read from the
+            store a moment earlier does not name it yet: such a file is left
+            to a later prune. A listed thumbnail not in ``keep`` is a gone
+            photo's, and goes.
 
         Returns
         -------
@@ -220,6 +228,9 @@ class ThumbnailCache:
             for entry in os.scandir(self.folder):
                 if entry.name.endswith(".jpg") and entry.name not in keep:
                     with contextlib.suppress(FileNotFoundError):
+                        unlisted = entry.name not in index
+                        if unlisted and written_before is not None and entry.stat().st_mtime >= written_before:
+                            continue
                         os.unlink(entry.path)
                         removed += 1
         stale = [name for name in index if name not in keep]
