@@ -183,12 +183,15 @@ class ModelMatrix:
         self.table_shared = True
         return Entries(self.rows, self.sizes, self.mtimes)
 
+    def _row_index(self, paths):
+        """The rows of ``paths`` (all present) as an index array, or None when they are rows 0, 1, 2, ... in order."""
+        idx = np.fromiter(map(self.rows.__getitem__, paths), np.intp, len(paths))
+        return None if np.array_equal(idx, np.arange(len(idx))) else idx
+
     def take(self, paths):
         """Rows of ``paths`` (all present), shape (len(paths), dim); may be a view."""
-        idx = np.fromiter(map(self.rows.__getitem__, paths), np.intp, len(paths))
-        if np.array_equal(idx, np.arange(len(idx))):
-            return self.matrix[: len(idx)]
-        return self.matrix[idx]
+        idx = self._row_index(paths)
+        return self.matrix[: len(paths)] if idx is None else self.matrix[idx]
 
     def take_float32(self, paths):
         """Rows of ``paths`` (all present) as a new float32 array, converted on every core.
@@ -199,13 +202,12 @@ class ModelMatrix:
         core divide that time, and no float16 copy of the whole result is
         made first.
         """
-        idx = np.fromiter(map(self.rows.__getitem__, paths), np.intp, len(paths))
-        out = np.empty((len(idx), self.matrix.shape[1]), np.float32)
-        in_order = np.array_equal(idx, np.arange(len(idx)))
+        idx = self._row_index(paths)
+        out = np.empty((len(paths), self.matrix.shape[1]), np.float32)
 
         def fill(start):
             stop = min(start + _CHUNK_ROWS, len(out))
-            out[start:stop] = self.matrix[start:stop] if in_order else self.matrix[idx[start:stop]]
+            out[start:stop] = self.matrix[start:stop] if idx is None else self.matrix[idx[start:stop]]
 
         starts = range(0, len(out), _CHUNK_ROWS)
         workers = min(os.cpu_count() or 1, len(starts))
