@@ -5,21 +5,16 @@ model; free of I/O (the snapshot's mappings come from
 :mod:`imagecluster._mapped`).
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from ._entries import Entries
+from ._row_chunks import fill_by_chunks
 
 __all__ = ["MAX_DIRTY", "ModelMatrix"]
 
 #: Loaded rows a matrix mapped from its snapshot may change in place (in private memory, ~2.5 kB each) before
 #: it is copied whole instead. Bounds the memory that cannot be released and the work of carrying them over.
 MAX_DIRTY = 4096
-
-# Rows converted at a time by :meth:`ModelMatrix.take_float32` (5 MB of float32 at 1280 dimensions).
-_CHUNK_ROWS = 1024
 
 
 class ModelMatrix:
@@ -196,28 +191,16 @@ class ModelMatrix:
     def take_float32(self, paths):
         """Rows of ``paths`` (all present) as a new float32 array, converted on every core.
 
-        numpy converts float16 to float32 one value at a time (about 3 ns a
-        value on a 2-core laptop: 0.4 s for 100,000 fingerprints), and
-        releases the GIL while it does: chunks of rows on one thread per
-        core divide that time, and no float16 copy of the whole result is
-        made first.
+        See :mod:`imagecluster._row_chunks`: no float16 copy of the whole
+        result is made first.
         """
         idx = self._row_index(paths)
         out = np.empty((len(paths), self.matrix.shape[1]), np.float32)
 
-        def fill(start):
-            stop = min(start + _CHUNK_ROWS, len(out))
+        def fill(start, stop):
             out[start:stop] = self.matrix[start:stop] if idx is None else self.matrix[idx[start:stop]]
 
-        starts = range(0, len(out), _CHUNK_ROWS)
-        workers = min(os.cpu_count() or 1, len(starts))
-        if workers < 2:
-            for start in starts:
-                fill(start)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="imagecluster-store-f32") as pool:
-                for _ in pool.map(fill, starts):
-                    pass
+        fill_by_chunks(fill, len(out))
         return out
 
     def view(self):

@@ -29,7 +29,7 @@ import logging
 
 import numpy as np
 
-from ._edges import Edges, edges_against, row_norms, similarity_edges, unit_rows
+from ._edges import Edges, UnitRows, edges_against, row_norms, row_tiles, similarities, similarity_edges, unit_rows
 from ._exceptions import InvalidParameter
 from ._graph_file import ROUNDING, SavedGraph, read_graph, write_graph
 from ._ivf import APPROXIMATE_ABOVE, approximate_edges
@@ -43,56 +43,12 @@ logger = logging.getLogger(__name__)
 #: 0.5 is the lowest sim the README's table recommends ("loosely related photos").
 DEFAULT_FLOOR = 0.5
 
-# Rows converted to float32 at once when the whole matrix is read in tiles.
+# Rows converted to float32 at a time when the whole matrix is read in tiles.
 _CHUNK_ROWS = 8192
 # Photos whose neighbour lists are recomputed in full when a saved graph is loaded.
 _CHECKED_NODES = 3
 # Edges whose similarity is recomputed when a saved graph is loaded.
 _CHECKED_EDGES = 256
-
-
-class UnitRows:
-    """A fingerprint matrix seen as L2-normalised float32 rows, converted only where read.
-
-    The store keeps float16; converting all of a large library at once costs
-    memory and time that a Cluster call over a kept graph does not need.
-
-    Parameters
-    ----------
-    matrix : ndarray of shape (n_images, n_features)
-        Fingerprints in any float dtype.
-    norms : ndarray of shape (n_images,), default=None
-        Each row's length as :func:`row_norms` gives it (zero rows as 1). A
-        graph keeps them from one catch-up to the next, so a product of one
-        new photo with the library converts the matrix but does not measure
-        it again; without them each read measures the rows it converts.
-    """
-
-    def __init__(self, matrix, norms=None):
-        self.matrix = matrix
-        self.norms = norms
-
-    def __len__(self):
-        return len(self.matrix)
-
-    @property
-    def shape(self):
-        """``(n_images, n_features)``, the shape of :attr:`matrix`."""
-        return self.matrix.shape
-
-    def __getitem__(self, index):
-        if not isinstance(index, slice):
-            index = np.asarray(index)
-            if index.ndim != 1:
-                return self[index.reshape(-1)].reshape(index.shape + (self.matrix.shape[1],))
-        return unit_rows(self.matrix[index], None if self.norms is None else self.norms[index])
-
-    def to_array(self):
-        """Every row, as one float32 array (converted in chunks)."""
-        out = np.empty(self.matrix.shape, dtype=np.float32)
-        for start in range(0, len(out), _CHUNK_ROWS):
-            out[start : start + _CHUNK_ROWS] = self[start : start + _CHUNK_ROWS]
-        return out
 
 
 def _no_versions():
@@ -258,9 +214,8 @@ class LibraryGraph:
         else:
             query = unit_rows(np.asarray(vector, dtype=np.float32)[None, :])[0]
             matches = []
-            rows = self._rows()
-            for start in range(0, len(rows), _CHUNK_ROWS):
-                scores = rows[start : start + _CHUNK_ROWS] @ query
+            for start, rows in row_tiles(self._rows(), _CHUNK_ROWS):
+                scores = similarities(query[None, :], rows)[0]
                 for k in np.flatnonzero(scores >= sim - 1e-6).tolist():
                     if self.paths[start + k] != path:
                         matches.append((self.paths[start + k], float(min(scores[k], 1.0))))

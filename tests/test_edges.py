@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imagecluster._edges import Edges, edges_against, similarity_edges, unit_rows
+from imagecluster._edges import Edges, UnitRows, edges_against, row_norms, similarities, similarity_edges, unit_rows
 
 
 def pairs(edges):
@@ -52,6 +52,47 @@ def test_edges_against_some_rows_equals_the_full_search_restricted_to_them():
     found = edges_against(unit, rows, 0.7)
     assert len(found) == len(set(pairs(found)))  # each pair once, also between two given rows
     assert set(pairs(found)) == expected
+
+
+@pytest.mark.parametrize("n_rows", [1, 3, 40])  # numpy's loop for a few new photos, BLAS for more
+def test_edges_against_float16_rows_converted_tile_by_tile_equal_those_of_the_converted_array(n_rows, monkeypatch):
+    """What the graph does for a new photo: the store's float16 matrix read as UnitRows, one tile at a time."""
+    import imagecluster._edges as edges_module
+
+    monkeypatch.setattr(edges_module, "_TILE_COLS", 1000)  # several tiles, the last one short
+    rng = np.random.default_rng(4)
+    matrix = (library(rng, 3500) * rng.uniform(0.5, 2, size=(3500, 1))).astype(np.float16)
+    rows = rng.choice(3500, n_rows, replace=False)
+    converted = unit_rows(matrix)
+    expected = pairs(edges_against(converted, rows, 0.7))
+    found = pairs(edges_against(UnitRows(matrix, row_norms(matrix)), rows, 0.7))
+    undecided = {p for p, s in expected.items() if abs(s - 0.7) < 1e-5}
+    assert set(found) - undecided == set(expected) - undecided
+    assert len(expected) > n_rows  # the photos have neighbours to find
+    assert all(abs(found[p] - expected[p]) < 1e-6 for p in set(found) & set(expected))
+
+
+def test_unit_rows_tiles_cover_every_row_once_in_one_buffer():
+    matrix = np.random.default_rng(5).standard_normal((2500, 16)).astype(np.float16)
+    rows = UnitRows(matrix, row_norms(matrix))
+    seen, buffers = [], set()
+    for start, tile in rows.tiles(1000):
+        assert np.array_equal(tile, unit_rows(matrix[start : start + len(tile)]))
+        seen.append((start, len(tile)))
+        buffers.add(tile.__array_interface__["data"][0])
+    assert seen == [(0, 1000), (1000, 1000), (2000, 500)]
+    assert len(buffers) == 1  # no fresh 42 MB array per tile at full size
+    assert [(s, len(t)) for s, t in UnitRows(matrix).tiles(1000)] == seen  # without lengths: measured per tile
+
+
+def test_similarities_of_a_few_queries_and_of_many_agree():
+    rng = np.random.default_rng(6)
+    columns, queries = library(rng, 500, dim=64), library(rng, 10, dim=64)
+    few = np.concatenate([similarities(queries[k : k + 2], columns) for k in range(0, 10, 2)])
+    many = similarities(queries, columns)
+    assert few.shape == many.shape == (10, 500)
+    np.testing.assert_allclose(few, queries.astype(np.float64) @ columns.T.astype(np.float64), atol=1e-6)
+    np.testing.assert_allclose(few, many, atol=1e-6)
 
 
 def test_edges_helpers():

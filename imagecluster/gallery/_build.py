@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .._edges import Edges
+from .._edges import Edges, UnitRows
 from .._exceptions import InvalidParameter, NotOurTree, TreeError
 from .._pairs import _is_raw, check_pair_link
 from ..cluster import DEFAULT_SIM, check_min_size, check_sim
-from ..graph import LibraryGraph, UnitRows
+from ..graph import LibraryGraph
 from ..images import check_library
 from ..models import DEFAULT_MODEL
 from ..store import Store
