@@ -1,5 +1,8 @@
 """Shared fixtures: real photos made from the two packaged test photos, and hygiene checks."""
 
+import importlib.abc
+import sys
+
 import pytest
 
 # Autouse fixtures: no leaked threads or child processes.
@@ -47,3 +50,34 @@ def burst_library(make_library):
     return make_library({name: source for name, source in PHOTOS.items() if name != "2024/café_ß.jpg"})
 
 
+
+
+class _TensorFlowImports(importlib.abc.MetaPathFinder):
+    """Refuses, and records, every import of TensorFlow in this process."""
+
+    def __init__(self):
+        self.attempts = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            self.attempts.append(name)
+            raise ImportError(f"{name} imported in the test process, where only a child may import it")
+        return None
+
+
+@pytest.fixture
+def no_tensorflow_here(monkeypatch):
+    """Fail the test if this process imports TensorFlow during it, whatever tests ran before.
+
+    For code that promises only a child process (the daemon's spawned
+    worker) loads the model. ``"tensorflow" not in sys.modules`` proves
+    nothing once an earlier test in the session imported it, so it and its
+    submodules are taken out of ``sys.modules`` for the test, and any import
+    of them is refused and recorded. Spawned children start a fresh interpreter.
+    """
+    finder = _TensorFlowImports()
+    for name in [n for n in sys.modules if n == "tensorflow" or n.startswith("tensorflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    yield finder
+    assert not finder.attempts, f"TensorFlow was imported in the test process: {finder.attempts}"

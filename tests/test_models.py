@@ -1,5 +1,6 @@
 """Tests for imagecluster.models: real weights, real photos, real files."""
 
+import importlib
 import logging
 import os
 import pickle
@@ -372,3 +373,11 @@ def test_lite0_rejects_foreign_weights(tmp_path):
     ]), {"s1": np.zeros(4, dtype="<f4")})
     with pytest.raises(ModelError, match="not EfficientNet-Lite0"):
         load_model("lite0", weights=path, cache_dir=tmp_path)
+
+
+def test_no_tensorflow_here_refuses_the_import_even_after_an_earlier_one(lite0, no_tensorflow_here):
+    """The fixture the next test relies on: ``lite0`` has imported TensorFlow in this process already."""
+    with pytest.raises(ImportError, match="only a child may import it"):
+        importlib.import_module("tensorflow.lite")
+    assert no_tensorflow_here.attempts == ["tensorflow"]  # the parent first
+    no_tensorflow_here.attempts.clear()  # expected here: the fixture's own check at teardown passes

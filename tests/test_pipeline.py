@@ -1,6 +1,5 @@
 """``_pipeline``: decoding ahead in threads, batches in order, failures reported; a fake model, no TensorFlow."""
 
-import sys
 
 import numpy as np
 import pytest
@@ -57,12 +56,12 @@ def test_a_broken_photo_is_a_failure_in_its_batch(photos, tmp_path):
     assert done == [3]
 
 
-def test_nothing_decodable_never_loads_the_model(tmp_path):
+def test_nothing_decodable_never_loads_the_model(tmp_path, no_tensorflow_here):
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     lazy = LazyModel("lite0")
     (batch,) = iter_fingerprint_batches([tmp_path / "bad.jpg"], lazy)
     assert batch.paths == [] and len(batch.failures) == 1
-    assert not lazy.is_loaded and "tensorflow" not in sys.modules
+    assert not lazy.is_loaded and not no_tensorflow_here.attempts
 
 
 def test_lazy_model_by_name_and_by_object():
