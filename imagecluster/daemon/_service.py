@@ -24,10 +24,7 @@ the bus is answered while they run.
 import asyncio
 import contextlib
 import logging
-import math
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -44,9 +41,10 @@ from .._mapped import trim_heap
 from .._pairs import similar_shots
 from .._validation import check_sim, check_wait
 from ..events import check_hours, check_km
-from ..graph import LibraryGraph
 from ..tree import check_tree_folder, write_tree
-from ._answers import count_clusters, fit_on_the_bus, read_the_trees
+from ._answers import count_clusters, fit_on_the_bus, photos_on_disk, read_the_trees, travels_over_dbus
+from ._graphs import LibraryGraphs
+from ._publisher import ThrottledPublisher
 from ._service_events import events_answer, events_sync
 from ._service_gallery import Galleries, gallery_sync
 
@@ -87,92 +85,6 @@ def _check_absolute(path, what="path"):
     return path
 
 
-def _utf8(text):
-    """Whether a path can travel over D-Bus (a name with bytes that are not UTF-8 cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _on_disk(root, groups, min_size):
-    """Groups (of paths relative to ``root``) as absolute path strings, without the photos that are gone.
-
-    Groups that became smaller than ``min_size`` are left out.
-
-    The indexer stores a deletion a moment after it happened (it keeps a
-    deleted photo's fingerprint for a moment, in case it was a move); an
-    answer or a tree must never name a photo that is gone.
-    """
-    root = os.fspath(root)
-    kept = [[path for p in group if os.path.isfile(path := os.path.join(root, p))] for group in groups]
-    return [g for g in kept if len(g) >= min_size]
-
-
-class _Graphs:
-    """One similarity graph per library, each used by one thread at a time (Cluster and Similar run in threads).
-
-    Kept warm: :meth:`refresh` runs in a thread after start-up and whenever
-    photos were stored, so a new photo is in its library's graph within a
-    moment, and a Cluster call finds the search already done.
-    """
-
-    def __init__(self, indexer):
-        self._indexer = indexer
-        self._graphs = {}
-        self._guard = threading.Lock()
-
-    def refresh(self, progress_for=None):
-        """Bring every available library's graph up to date, unsaved (blocking; run it in a thread).
-
-        ``progress_for(library)`` gives the ``progress(done, total)`` callback of a library's search.
-        """
-        for library in self._indexer.available_libraries:
-            try:
-                with self.of(library) as graph:
-                    began = time.monotonic()
-                    graph.update(save=False, progress=None if progress_for is None else progress_for(library))
-                    took = time.monotonic() - began  # said when it is worth knowing (a start, a large library)
-                    logger.log(logging.INFO if took >= 1.0 else logging.DEBUG,
-                               "similarity graph of %s up to date in %.1f s", library, took)
-                if took >= 1.0:  # large work (a first build): what it freed goes back to the system
-                    trim_heap()
-            except Exception:  # a store that cannot be read now is reported by the indexer
-                logger.debug("cannot bring the similarity graph of %s up to date", library, exc_info=True)
-
-    def save(self):
-        """Write the graphs that changed since they were saved (blocking).
-
-        A graph still being built is skipped rather than waited for: a stop
-        must not wait a minute for a large library's search (the next start
-        builds it again).
-        """
-        with self._guard:
-            graphs = list(self._graphs.values())
-        for graph, lock in graphs:
-            if lock.acquire(blocking=False):
-                try:
-                    if graph.paths:
-                        graph.update(save=True)
-                finally:
-                    lock.release()
-
-    @contextlib.contextmanager
-    def of(self, library):
-        with self._guard:
-            if library not in self._graphs:
-                graph = LibraryGraph(self._indexer.store(library), self._indexer.model_name)
-                self._graphs[library] = (graph, threading.Lock())
-            graph, lock = self._graphs[library]
-        with lock:
-            try:
-                yield graph
-            finally:
-                # The pass over the fingerprints is done: their mapped pages leave the daemon's resident memory.
-                graph.store.release_memory()
-
-
 class ImageClusterInterface(ServiceInterface):
     """``org.imagecluster.ImageCluster1``: clusters and fingerprints of the watched libraries.
 
@@ -190,7 +102,6 @@ class ImageClusterInterface(ServiceInterface):
         super().__init__(INTERFACE)
         self._indexer = indexer
         self._config = config
-        self._min_interval = min_interval
         self._ready = asyncio.Event()
         self._cluster_lock = asyncio.Lock()
         self._clustering = 0
@@ -198,11 +109,8 @@ class ImageClusterInterface(ServiceInterface):
         self._no_calls = asyncio.Event()
         self._no_calls.set()
         self._closing = False
-        self._loop = None
-        self._flush_handle = None
-        self._last_flush = -math.inf
-        self._published = {}
-        self._graphs = _Graphs(indexer)
+        self._signals = ThrottledPublisher(self._progress, self._publish_progress, min_interval)
+        self._graphs = LibraryGraphs(indexer)
         self._graphs_stale = None
         self._graph_task = None
         self._galleries = Galleries(self._gallery_sync)
@@ -211,20 +119,17 @@ class ImageClusterInterface(ServiceInterface):
 
     def start(self):
         """The indexer is running: answer calls, publish progress. Call in the event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._published = self._progress()
+        self._signals.start()
         self._graphs_stale = asyncio.Event()
         self._graphs_stale.set()  # build or load every library's graph now, before the first call needs it
-        self._graph_task = self._loop.create_task(self._keep_graphs_warm(), name="imagecluster-graphs")
+        self._graph_task = asyncio.create_task(self._keep_graphs_warm(), name="imagecluster-graphs")
         self._ready.set()
 
     async def close(self, timeout=5.0):
         """Refuse new calls, wait up to ``timeout`` seconds for those running, stop publishing, save the graphs."""
         self._closing = True
         self._ready.set()  # calls still waiting for the start give up (see _started)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._signals.close()
         try:
             await asyncio.wait_for(self._no_calls.wait(), timeout)
         except asyncio.TimeoutError:
@@ -356,7 +261,7 @@ class ImageClusterInterface(ServiceInterface):
             root, rel = await asyncio.to_thread(self._indexer.resolve, path)
             own = os.fspath(Path(root) / rel)
             matches = await asyncio.to_thread(self._similar, np.asarray(vector, np.float32), sim, own)
-            answer = [[p, s] for p, s in matches if _utf8(p)]
+            answer = [[p, s] for p, s in matches if travels_over_dbus(p)]
             return fit_on_the_bus(answer, f"{len(answer):,} photos at least {sim} similar", "ask with a higher sim")
 
     @dbus_method()
@@ -446,61 +351,22 @@ class ImageClusterInterface(ServiceInterface):
         seconds, with the values current when they go (changes in between are
         merged, never queued).
         """
-        loop = self._loop
-        if loop is None or self._closing:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._schedule_flush()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._schedule_flush)
-
-    def _schedule_flush(self):
-        if self._flush_handle is not None or self._closing:
-            return
-        delay = max(0.0, self._last_flush + self._min_interval - self._loop.time())
-        self._flush_handle = self._loop.call_later(delay, self._flush)
-
-    def _flush(self):
-        self._flush_handle = None
-        self._last_flush = self._loop.time()
-        try:
-            current = self._progress()
-            changed = {k: v for k, v in current.items() if self._published.get(k) != v}
-            self._published = current
-            if changed:
-                self.emit_properties_changed(changed)
-            if "Indexed" in changed and self._graphs_stale is not None:
-                self._graphs_stale.set()
-            if "Indexed" in changed or "Pending" in changed:
-                self.Progress(current["Indexed"], current["Pending"])
-        except Exception:
-            logger.exception("cannot publish the indexing progress")
+        self._signals.notify()
 
     def _progress(self):
         return {"Indexed": self.Indexed, "Pending": self.Pending, "State": self.State}
 
+    def _publish_progress(self, changed, current):
+        self.emit_properties_changed(changed)
+        if "Indexed" in changed and self._graphs_stale is not None:
+            self._graphs_stale.set()
+        if "Indexed" in changed or "Pending" in changed:
+            self.Progress(current["Indexed"], current["Pending"])
+
     def _work_progress(self, library, task="pairs"):
-        """A ``progress(done, total)`` callback, for a worker thread, that sends Working signals.
-
-        At most one per ``min_interval`` seconds, and always the last one
-        (``done == total``), so a client can show a bar and know it ended.
-        """
-        loop, last = self._loop, [-math.inf]
-
-        def report(done, total):
-            now = time.monotonic()
-            if (done < total and now - last[0] < self._min_interval) or loop is None or self._closing:
-                return
-            last[0] = now
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self.Working, os.fspath(library), task, int(done), int(total))
-
-        return report
+        """A ``progress(done, total)`` callback, for a worker thread, that sends Working signals (throttled)."""
+        return self._signals.progress_callback(
+            lambda done, total: self.Working(os.fspath(library), task, done, total))
 
     # ------------------------------------------------------------- helpers
 
@@ -527,7 +393,8 @@ class ImageClusterInterface(ServiceInterface):
         self.ClustersWritten(os.fspath(tree), len(groups))
         if self._config.gallery:
             self._galleries.start(library, sim, tree)  # after the answer, in a thread
-        answer = [[p for p in group if _utf8(p)] for group in groups]  # absolute path strings (_on_disk)
+        # groups: absolute path strings (photos_on_disk)
+        answer = [[p for p in group if travels_over_dbus(p)] for group in groups]
         if sum(map(len, answer)) != sum(map(len, groups)):
             logger.warning("%s: photos whose names are not UTF-8 are left out of the answer (D-Bus strings must be "
                            "UTF-8); the tree %s holds them", library, tree)
@@ -548,7 +415,7 @@ class ImageClusterInterface(ServiceInterface):
                                        cut=config.cut, graph=graph, pair_link=config.pair_link,
                                        progress=self._work_progress(library))
         trim_heap()  # a large library's clustering leaves its freed blocks in the heap
-        groups = _on_disk(library, groups, config.min_size)
+        groups = photos_on_disk(library, groups, config.min_size)
         info = {"library": os.fspath(library), "sim": sim, "cut": config.cut, "model": model,
                 "min_size": config.min_size, "written_by_daemon": True}
         tree = write_tree(groups, out, info=info)
