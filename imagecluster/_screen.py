@@ -104,12 +104,28 @@ class Screen:
         return self._buffers[0][:size], self._buffers[1][:size]
 
 
-def _candidate_share(projected, residual, floor):
-    """Share of the sample's pairs (first half against second) that the bound keeps."""
+def _candidate_shares(projected, lengths, ks, floor):
+    """Share of the sample's pairs (first half against second) that the bound keeps, for each ``k`` in ``ks``.
+
+    ``projected`` holds the sample's projections on the top ``max(ks)``
+    components, ``lengths`` their squared lengths. The projection on the
+    top ``k`` is its first ``k`` columns, so one projection and a product
+    grown by the columns added from one ``k`` to the next serve every ``k``:
+    at 50,000 photos, fitting with one product per ``k`` took 7.7 s of a
+    26 s search.
+    """
     half = min(len(projected), 8192) // 2
-    bound = projected[:half] @ projected[half : 2 * half].T
-    bound += np.multiply.outer(residual[:half], residual[half : 2 * half])
-    return float((bound >= floor - _MARGIN).mean())
+    first, second = projected[:half], projected[half : 2 * half]
+    kept = np.cumsum(projected * projected, axis=1)
+    product = np.zeros((half, half), dtype=np.float32)
+    shares, done = [], 0
+    for k in ks:
+        product += first[:, done:k] @ second[:, done:k].T
+        done = k
+        residual = np.sqrt(np.maximum(lengths - kept[:, k - 1], 0) + 1e-6)
+        bound = product + np.multiply.outer(residual[:half], residual[half : 2 * half])
+        shares.append(float((bound >= floor - _MARGIN).mean()))
+    return shares
 
 
 def fit_screen(points, floor, *, seed=0, min_rows=SCREEN_MIN_ROWS):
@@ -140,12 +156,11 @@ def fit_screen(points, floor, *, seed=0, min_rows=SCREEN_MIN_ROWS):
     covariance = (fit.T @ fit).astype(np.float64)
     _, vectors = np.linalg.eigh(covariance)
     order = vectors[:, ::-1].astype(np.float32)
+    ks = range(128, d // 2 + 1, 64)
+    shares = _candidate_shares(sample @ order[:, : ks[-1]], np.einsum("ij,ij->i", sample, sample), ks, floor)
     best, best_cost = None, _WORTH_IT * d
-    for k in range(128, d // 2 + 1, 64):
-        basis = order[:, :k]
-        p = sample @ basis
-        residual = np.sqrt(np.maximum(np.einsum("ij,ij->i", sample, sample) - np.einsum("ij,ij->i", p, p), 0) + 1e-6)
-        cost = k + _PASS_COST + _candidate_share(p, residual, floor) * d * _CANDIDATE_COST
+    for k, share in zip(ks, shares):
+        cost = k + _PASS_COST + share * d * _CANDIDATE_COST
         if cost < best_cost:
             best, best_cost = k, cost
     if best is None:

@@ -10,7 +10,7 @@ import pytest
 
 from imagecluster._edges import similarity_edges
 from imagecluster._ivf import approximate_edges
-from imagecluster._screen import Screen, fit_screen
+from imagecluster._screen import _MARGIN, Screen, _candidate_shares, fit_screen
 
 
 def decaying_library(n, dim=1024, seed=0):
@@ -49,6 +49,21 @@ def test_the_bound_really_is_a_bound():
     assert (bound >= full - 1e-5).all()
     # ... and a useful one: most pairs are ruled out without their full product.
     assert (bound >= 0.5).mean() < 0.05
+
+
+def test_candidate_shares_grown_by_columns_are_those_of_each_projection():
+    """fit_screen projects its sample once and grows one product; each k must see what its own projection gives."""
+    unit = decaying_library(6000)
+    basis = np.linalg.eigh((unit[:3000].T @ unit[:3000]).astype(np.float64))[1][:, ::-1].astype(np.float32)
+    sample, ks = unit[3000:], range(128, 513, 64)
+    lengths = np.einsum("ij,ij->i", sample, sample)
+    grown = _candidate_shares(sample @ basis[:, : ks[-1]], lengths, ks, 0.5)
+    for k, share in zip(ks, grown):
+        p = sample @ basis[:, :k]
+        residual = np.sqrt(np.maximum(lengths - np.einsum("ij,ij->i", p, p), 0) + 1e-6)
+        bound = p[:1500] @ p[1500:].T + np.multiply.outer(residual[:1500], residual[1500:])
+        assert share == pytest.approx(float((bound >= 0.5 - _MARGIN).mean()), abs=1e-4), k
+    assert grown[0] > 10 * grown[-1]  # the shares really differ from one k to the next
 
 
 def test_no_screen_where_it_cannot_pay():
