@@ -1,11 +1,11 @@
 """Fill a large array chunk of rows by chunk of rows, on one thread per core.
 
 Converting the store's float16 fingerprints to float32 is what a large
-library's reads cost: numpy converts one value at a time (about 3 ns a value
-on a 2-core laptop, 0.4 s for 100,000 fingerprints), and it releases the GIL
-while it does. Chunks of rows on one thread per core divide that time, and
-each chunk stays in the CPU's cache between its conversion and what is done
-with it next.
+library's reads cost: numpy converts one value at a time (2.5-3 ns a value on
+the 2-core machines measured here, 0.3-0.4 s for 100,000 fingerprints), and it
+releases the GIL while it does. Chunks of rows on one thread per core divide
+that time, and each chunk stays in the CPU's cache between its conversion
+and what is done with it next.
 
 The work handed in must not call BLAS (a matrix product): OpenBLAS runs its
 own threads, and two Python threads calling it at once ran slower than one
