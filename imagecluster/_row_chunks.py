@@ -16,13 +16,13 @@ products after the conversion, on the whole result.
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["CHUNK_ROWS", "fill_by_chunks"]
+__all__ = ["CHUNK_ROWS", "fill_by_chunks", "usable_cores"]
 
 #: Rows per chunk: 5 MB of float32 at 1280 dimensions, within a core's share of the cache.
 CHUNK_ROWS = 1024
 
 
-def _usable_cores():
+def usable_cores():
     """The cores this process may run on (its affinity), not every core of the machine."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -45,7 +45,7 @@ def fill_by_chunks(fill, n_rows, *, chunk_rows=CHUNK_ROWS):
         thread, where threads would cost more than they save.
     """
     starts = range(0, n_rows, chunk_rows)
-    workers = min(_usable_cores(), len(starts))
+    workers = min(usable_cores(), len(starts))
     if workers < 2:
         for start in starts:
             fill(start, min(start + chunk_rows, n_rows))

@@ -10,7 +10,7 @@ from imagecluster._row_chunks import fill_by_chunks
 def test_every_row_is_filled_once_in_chunks_and_on_more_than_one_thread(monkeypatch):
     import imagecluster._row_chunks as row_chunks
 
-    monkeypatch.setattr(row_chunks, "_usable_cores", lambda: 2)  # threads even where the machine has one core
+    monkeypatch.setattr(row_chunks, "usable_cores", lambda: 2)  # threads even where the machine has one core
     calls, threads = [], set()
     barrier = threading.Barrier(2, timeout=10)
 

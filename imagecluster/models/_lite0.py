@@ -16,7 +16,6 @@ All convolutions use TF "same" padding, as the ported weights expect.
 
 import hashlib
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import ModelError
+from .._row_chunks import usable_cores
 from ._common import (
     BATCH_SIZE,
     check_images,
@@ -268,8 +268,7 @@ class Lite0Model:
 
     def __init__(self, content, *, num_threads=None):
         if num_threads is None:
-            num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-                else os.cpu_count() or 1
+            num_threads = usable_cores()
         self._interpreter, self._input, self._features, self._logits = _open_interpreter(
             content, num_threads
         )
