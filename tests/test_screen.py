@@ -10,7 +10,7 @@ import pytest
 
 from imagecluster._edges import similarity_edges
 from imagecluster._ivf import approximate_edges
-from imagecluster._screen import _MARGIN, Screen, _candidate_shares, fit_screen
+from imagecluster._screen import _CANDIDATE_COST, _MARGIN, _PASS_COST, Screen, _candidate_shares, fit_screen
 
 
 def decaying_library(n, dim=1024, seed=0):
@@ -47,6 +47,9 @@ def test_the_bound_really_is_a_bound():
     bound = screen.projected[:500] @ screen.projected[500:].T + np.multiply.outer(
         screen.residual[:500], screen.residual[500:])
     assert (bound >= full - 1e-5).all()
+    # The tiles get it as one product of the lifted rows (projection, then the rest's length).
+    assert screen.lifted.shape == (len(unit), screen.k + 1)
+    np.testing.assert_allclose(screen.lifted[:500] @ screen.lifted[500:].T, bound, atol=1e-5)
     # ... and a useful one: most pairs are ruled out without their full product.
     assert (bound >= 0.5).mean() < 0.05
 
@@ -57,13 +60,29 @@ def test_candidate_shares_grown_by_columns_are_those_of_each_projection():
     basis = np.linalg.eigh((unit[:3000].T @ unit[:3000]).astype(np.float64))[1][:, ::-1].astype(np.float32)
     sample, ks = unit[3000:], range(128, 513, 64)
     lengths = np.einsum("ij,ij->i", sample, sample)
-    grown = _candidate_shares(sample @ basis[:, : ks[-1]], lengths, ks, 0.5)
+    grown = list(_candidate_shares(sample @ basis[:, : ks[-1]], lengths, ks, 0.5))
     for k, share in zip(ks, grown):
         p = sample @ basis[:, :k]
         residual = np.sqrt(np.maximum(lengths - np.einsum("ij,ij->i", p, p), 0) + 1e-6)
         bound = p[:1500] @ p[1500:].T + np.multiply.outer(residual[:1500], residual[1500:])
         assert share == pytest.approx(float((bound >= 0.5 - _MARGIN).mean()), abs=1e-4), k
     assert grown[0] > 10 * grown[-1]  # the shares really differ from one k to the next
+
+
+def test_fit_stops_early_only_where_no_larger_k_could_be_chosen():
+    """fit_screen stops judging k once the candidates cost less than 64 more columns: the k it picks is the
+    cheapest of all."""
+    unit = decaying_library(6000)
+    screen = fit_screen(unit, 0.5, min_rows=0)
+    rng = np.random.default_rng(0)
+    drawn = rng.permutation(len(unit))[: 2 * 16384]
+    fit, sample = unit[np.sort(drawn[::2])], unit[np.sort(drawn[1::2])]
+    order = np.linalg.eigh((fit.T @ fit).astype(np.float64))[1][:, ::-1].astype(np.float32)
+    ks = range(128, unit.shape[1] // 2 + 1, 64)
+    shares = list(_candidate_shares(sample @ order[:, : ks[-1]], np.einsum("ij,ij->i", sample, sample), ks, 0.5))
+    costs = [k + 1 + _PASS_COST + share * unit.shape[1] * _CANDIDATE_COST for k, share in zip(ks, shares)]
+    assert screen.k == ks[int(np.argmin(costs))]
+    assert screen.k < ks[-1]  # there were larger k to skip
 
 
 def test_no_screen_where_it_cannot_pay():
