@@ -185,6 +185,7 @@ def fit_screen(points, floor, *, seed=0, min_rows=SCREEN_MIN_ROWS):
             best, best_cost = k, cost
         if share * d * _CANDIDATE_COST < ks.step:
             break  # the candidates cost less than the next k's columns would: no larger k pays
+    del shares  # ends the generator: its 64 MB product must not stay while the screen is built
     if best is None:
         return None
     return Screen(points, np.ascontiguousarray(order[:, :best]), floor)
