@@ -16,6 +16,7 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from ._capture import read_capture
+from ._cores import usable_cores
 from ._pipeline import iter_fingerprint_batches, resolve_model
 
 __all__ = ["PLUGIN_NAME", "BatchResult", "ModelPlugin", "fingerprint_batch", "has_plugin"]
@@ -121,7 +122,7 @@ def fingerprint_batch(paths, *, model, batch_size, root):
     done, vectors, failures = [], [], []
     # This task's share of the machine's cores decodes: a worker running
     # nthreads tasks at once must not start nthreads x cores threads.
-    threads = max(1, (os.cpu_count() or 1) // max(1, int(worker.state.nthreads)))
+    threads = max(1, usable_cores() // max(1, int(worker.state.nthreads)))
     # Inference in quarters of the task: the pipeline decodes the next quarter while the network
     # works on this one, as a local run overlaps its batches (one inference call for the whole task
     # would decode everything first and leave the cores idle in turn). Fingerprints do not depend on it.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._cores import usable_cores
 from ._exceptions import NotAnImage
 from ._validation import DEFAULT_BATCH_SIZE, check_batch_size, check_model_name  # noqa: F401  (check_batch_size: re-exported)
 from .images import load_image, load_image_and_thumbnail
@@ -90,7 +91,7 @@ def iter_fingerprint_batches(
     batch_size : int, default=DEFAULT_BATCH_SIZE
         Photos per inference call.
     workers : int, default=None
-        Decoding threads; None means one per core.
+        Decoding threads; None means one per core this process may use (:func:`usable_cores`).
     progress : callable, default=None
         Called with the number of photos just finished (fingerprinted or failed).
     thumbnails : ThumbnailFiles, default=None
@@ -105,7 +106,7 @@ def iter_fingerprint_batches(
         batch where they happened.
     """
     paths = [os.fspath(p) for p in paths]
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     size = model.input_size
     if thumbnails is None:
         decode = functools.partial(load_image, size=size)

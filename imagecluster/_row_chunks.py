@@ -13,20 +13,14 @@ own threads, and two Python threads calling it at once ran slower than one
 products after the conversion, on the whole result.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["CHUNK_ROWS", "fill_by_chunks", "usable_cores"]
+from ._cores import usable_cores
+
+__all__ = ["CHUNK_ROWS", "fill_by_chunks"]
 
 #: Rows per chunk: 5 MB of float32 at 1280 dimensions, within a core's share of the cache.
 CHUNK_ROWS = 1024
-
-
-def usable_cores():
-    """The cores this process may run on (its affinity), not every core of the machine."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def fill_by_chunks(fill, n_rows, *, chunk_rows=CHUNK_ROWS):

@@ -1,6 +1,10 @@
 """``_pipeline``: decoding ahead in threads, batches in order, failures reported; a fake model, no TensorFlow."""
 
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,3 +86,33 @@ def test_check_batch_size_refuses(bad):
 
 def test_check_batch_size_accepts_numpy_ints():
     assert check_batch_size(np.int32(8)) == 8 and type(check_batch_size(np.int32(8))) is int
+
+
+def _decoding_threads(photos, monkeypatch):
+    """Names of the threads that decoded ``photos`` with the default pool size (each decode waits a little,
+    so that a pool of two really uses both)."""
+    from imagecluster import _pipeline
+
+    seen, real = set(), _pipeline.load_image
+
+    def recording(path, size):
+        seen.add(threading.current_thread().name)
+        time.sleep(0.05)
+        return real(path, size=size)
+
+    monkeypatch.setattr(_pipeline, "load_image", recording)
+    list(iter_fingerprint_batches(photos, LazyModel(MeanColour()), batch_size=2))
+    return seen
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to restrict to one")
+def test_decoding_threads_default_to_the_cores_this_process_may_use(photos, monkeypatch):
+    """Under taskset or a container's cpuset, os.cpu_count() still counts the machine; the pool must not."""
+    allowed = os.sched_getaffinity(0)
+    assert len(_decoding_threads(photos, monkeypatch)) >= 2  # two cores: two decoding threads
+    os.sched_setaffinity(0, {min(allowed)})  # this thread only; the pool's threads inherit it
+    try:
+        assert os.cpu_count() >= 2
+        assert _decoding_threads(photos, monkeypatch) == {"imagecluster-decode_0"}
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .._cores import usable_cores
 from .._decode import decode_upright
 from .._exceptions import NotAnImage
 
@@ -129,7 +130,8 @@ class ThumbnailCache:
         photos : list of (str, int, int)
             (library-relative path, size, mtime_ns) of each photo.
         workers : int, default=None
-            Threads decoding at once; None means one per core.
+            Threads decoding at once; None means one per core this process may
+            use (its affinity).
         progress : callable, default=None
             ``progress(total)`` is called once with the number of thumbnails
             to make and returns a callable called with the number just made.
@@ -151,7 +153,7 @@ class ThumbnailCache:
         if todo:
             self.folder.mkdir(parents=True, exist_ok=True)
             advance = progress(len(todo)) if progress is not None else None
-            workers = workers or os.cpu_count() or 1
+            workers = workers or usable_cores()
             # One photo per thread in flight, the next handed out only after ``advance``
             # returned: a stop (Ctrl-C, or ``advance`` raising because the daemon stops)
             # then waits for the decodes in hand alone. With every photo queued at once,

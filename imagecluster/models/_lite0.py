@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cores import usable_cores
 from .._exceptions import ModelError
-from .._row_chunks import usable_cores
 from ._common import (
     BATCH_SIZE,
     check_images,
