@@ -25,6 +25,7 @@ then searches every pair, as before the graph existed.
 """
 
 import copy
+import itertools
 import logging
 
 import numpy as np
@@ -51,18 +52,27 @@ _CHECKED_NODES = 3
 _CHECKED_EDGES = 256
 
 
+def _no_index():
+    """The path index of no photo: (sorted hashes, their nodes)."""
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
 def _index_with(index, paths, start):
     """``index`` (sorted path hashes, their nodes) with the nodes ``start:`` of ``paths`` added.
 
     Sorting only the new hashes and inserting them costs a copy of the index
-    (16 MB at 1,000,000 photos), where sorting every hash again took ~300 ms
-    for the first Similar after each new photo.
+    (16 MB at 1,000,000 photos, 3-7 ms), where sorting every hash again took
+    ~300 ms. Equal hashes may come in any order: :meth:`LibraryGraph._node_of`
+    compares the paths of all of them.
     """
     hashes, nodes = index
-    new = np.fromiter(map(hash, paths[start:]), np.int64, len(paths) - start)
-    order = np.argsort(new, kind="stable")
-    at = np.searchsorted(hashes, new[order], "right")
-    return np.insert(hashes, at, new[order]), np.insert(nodes, at, order + start)
+    new = np.fromiter(map(hash, itertools.islice(paths, start, None)), np.int64, len(paths) - start)
+    order = np.argsort(new)
+    new = new[order]
+    if not len(hashes):
+        return new, order + start
+    at = np.searchsorted(hashes, new, "right")
+    return np.insert(hashes, at, new), np.insert(nodes, at, order + start)
 
 
 def _no_versions():
@@ -110,7 +120,7 @@ class LibraryGraph:
         self._sizes, self._mtimes = _no_versions()  # each node's file version (size, mtime_ns)
         self._matrix = np.empty((0, 0), np.float32)
         self._norms = None  # each row's length (row_norms) once measured, kept across catch-ups
-        self._index = None  # (sorted path hashes, their nodes), made when Similar needs it
+        self._index = None  # (sorted path hashes, their nodes), for Similar by path
         self._loaded = False
         self._dirty = False
         self._version = None  # the store's version at the last catch-up
@@ -256,12 +266,14 @@ class LibraryGraph:
         """The node of a path, or None.
 
         The index is the paths' hashes, sorted (16 bytes a photo, where a dict
-        of a million paths would take 70 MB of the daemon's memory). It is
-        built on first use, grown when photos are only added (the usual
-        catch-up), and built again after rows were renumbered.
+        of a million paths would take 70 MB of the daemon's memory). Each
+        catch-up keeps it in step, in the daemon's background refresh rather
+        than in the first ``Similar`` (that first call took 52 ms at 100,000
+        photos): grown when photos were only added (the usual catch-up),
+        built again when rows were renumbered or the graph was loaded.
         """
-        if self._index is None:
-            self._index = _index_with((np.empty(0, np.int64), np.empty(0, np.int64)), self.paths, 0)
+        if self._index is None:  # a graph never caught up
+            self._index = _index_with(_no_index(), self.paths, 0)
         hashes, order = self._index
         key = hash(path)
         start, stop = np.searchsorted(hashes, key, "left"), np.searchsorted(hashes, key, "right")
@@ -281,15 +293,18 @@ class LibraryGraph:
             # from its file then holds no second copy of a million paths.
             self.paths, self._matrix = view.paths, view.matrix
             self._sizes, self._mtimes = sizes, mtimes
+            if self._index is None:  # a graph just loaded from its file
+                self._index = _index_with(_no_index(), view.paths, 0)
             return False
         n = len(view.paths)
         if (view.paths[:k] == self.paths and np.array_equal(sizes[:k], self._sizes)
                 and np.array_equal(mtimes[:k], self._mtimes)):
             # Photos only added, the usual catch-up: the store appends their rows, the rest stay.
             old_to_new = np.arange(k, dtype=np.int64)
-            self._index = None if self._index is None else _index_with(self._index, view.paths, k)
+            self._index = _index_with(_no_index(), view.paths, 0) if self._index is None else \
+                _index_with(self._index, view.paths, k)
         else:
-            self._index = None  # rows renumbered: rebuilt when Similar next needs it
+            self._index = _index_with(_no_index(), view.paths, 0)  # rows renumbered
             row_now = {p: r for r, p in enumerate(view.paths)}
             old_to_new = np.fromiter((row_now.get(p, -1) for p in self.paths), np.int64, k)
             found = old_to_new >= 0

@@ -270,23 +270,24 @@ def test_photos_only_added_are_caught_up_as_a_fresh_build_finds_them(tmp_path):
         assert graph.clusters(0.6) == expected(store, 0.6)
 
 
-def test_the_path_index_grows_with_added_photos_and_is_rebuilt_after_a_renumbering(tmp_path):
-    """Similar by path finds each photo's node through an index of path hashes that follows the catch-ups."""
+def test_the_path_index_follows_every_catch_up(tmp_path):
+    """Similar by path finds each photo's node through an index of path hashes, kept in step by each catch-up
+    (grown when photos were only added, built again otherwise) so that no Similar call has to build it."""
     rng = np.random.default_rng(8)
     store, graph = indexed(tmp_path, rng, 120)
 
-    def every_node_found():
-        return all(graph._node_of(path) == node for node, path in enumerate(graph.paths))
+    def in_step(g):
+        assert g._index is not None and len(g._index[0]) == len(g.paths)  # made by the catch-up, not by a lookup
+        return all(g._node_of(path) == node for node, path in enumerate(g.paths))
 
-    assert graph._node_of("not/there.jpg") is None and every_node_found()
-    for step in range(3):  # only added: the index is grown, not dropped
+    assert in_step(graph) and graph._node_of("not/there.jpg") is None
+    for step in range(3):  # only added: grown
         store.put("m", photos(rng, int(rng.integers(1, 9)), start=2000 + 100 * step))
         graph.update()
-        assert graph._index is not None and len(graph._index[0]) == len(graph.paths)
-        assert every_node_found()
-    store.remove(graph.paths[:5])  # renumbered: dropped, and built again when asked
+        assert in_step(graph)
+    store.remove(graph.paths[:5])  # rows renumbered: built again
     graph.update()
-    assert graph._index is None
-    assert every_node_found() and graph._node_of(graph.paths[0]) == 0
-    me = graph.paths[-1]
-    assert graph.update() is False and graph._node_of(me) == len(graph.paths) - 1  # nothing new: kept
+    assert in_step(graph) and graph._node_of(graph.paths[0]) == 0
+    assert graph.update() is False and in_step(graph)  # nothing new: kept
+    restarted = LibraryGraph(Store(tmp_path), "m")  # loaded from its file
+    assert restarted.update() is False and in_step(restarted)
