@@ -61,8 +61,8 @@ def _index_with(index, paths, start):
     """``index`` (sorted path hashes, their nodes) with the nodes ``start:`` of ``paths`` added.
 
     Sorting only the new hashes and inserting them costs a copy of the index
-    (16 MB at 1,000,000 photos, 3-7 ms), where sorting every hash again took
-    ~300 ms. Equal hashes may come in any order: :meth:`LibraryGraph._node_of`
+    (16 MB at 1,000,000 photos, 3-15 ms), where sorting every hash again took
+    240-300 ms. Equal hashes may come in any order: :meth:`LibraryGraph._node_of`
     compares the paths of all of them.
     """
     hashes, nodes = index
@@ -301,10 +301,10 @@ class LibraryGraph:
                 and np.array_equal(mtimes[:k], self._mtimes)):
             # Photos only added, the usual catch-up: the store appends their rows, the rest stay.
             old_to_new = np.arange(k, dtype=np.int64)
-            self._index = _index_with(_no_index(), view.paths, 0) if self._index is None else \
+            index = _index_with(_no_index(), view.paths, 0) if self._index is None else \
                 _index_with(self._index, view.paths, k)
         else:
-            self._index = _index_with(_no_index(), view.paths, 0)  # rows renumbered
+            index = _index_with(_no_index(), view.paths, 0)  # rows renumbered
             row_now = {p: r for r, p in enumerate(view.paths)}
             old_to_new = np.fromiter((row_now.get(p, -1) for p in self.paths), np.int64, k)
             found = old_to_new >= 0
@@ -342,7 +342,8 @@ class LibraryGraph:
         if len(new_rows) or dropped:
             logger.debug("graph of %s: %d photos new or changed, %d dropped",
                          self.store.library, len(new_rows), dropped)
-        self.paths, self._matrix, self.edges = view.paths, view.matrix, edges  # new lists
+        # Set together: a catch-up that raised before here leaves the graph, its index included, as it was.
+        self.paths, self._matrix, self.edges, self._index = view.paths, view.matrix, edges, index  # new lists
         self._sizes, self._mtimes, self._norms = sizes, mtimes, norms
         return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 

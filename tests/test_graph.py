@@ -291,3 +291,23 @@ def test_the_path_index_follows_every_catch_up(tmp_path):
     assert graph.update() is False and in_step(graph)  # nothing new: kept
     restarted = LibraryGraph(Store(tmp_path), "m")  # loaded from its file
     assert restarted.update() is False and in_step(restarted)
+
+
+def test_a_catch_up_that_fails_leaves_the_graph_and_its_path_index_as_they_were(tmp_path, monkeypatch):
+    rng = np.random.default_rng(9)
+    store, graph = indexed(tmp_path, rng, 120)
+    before = list(graph.paths)
+    store.remove(before[:3])
+    store.put("m", photos(rng, 4, start=3000))
+
+    def fails(*args, **kwargs):
+        raise MemoryError("no room for the search")
+
+    monkeypatch.setattr(graph_module, "edges_against", fails)
+    with pytest.raises(MemoryError):
+        graph.update()
+    assert graph.paths == before and len(graph._index[0]) == len(before)
+    assert all(graph._node_of(path) == node for node, path in enumerate(before))
+    monkeypatch.undo()
+    graph.update()
+    assert edge_set(graph) == from_scratch(store)
