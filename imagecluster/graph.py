@@ -328,10 +328,11 @@ class LibraryGraph:
         if len(new_rows) > n // 2:  # mostly new: one search of every pair is half the work
             logger.info("searching similar pairs among %d photos (floor %s)", n, self.floor)
             report = None if progress is None else (lambda done, total: progress(round(n * done / max(total, 1)), n))
-            self.exact = n <= self.approximate_above
-            search = similarity_edges if self.exact else approximate_edges
+            exact = n <= self.approximate_above
+            search = similarity_edges if exact else approximate_edges
             edges = search(rows.to_array(), self.floor, progress=report)
         else:
+            exact = self.exact  # pairs of the new photos are searched exactly; the old ones stay as found
             old = self.edges
             both = kept[old.i] & kept[old.j] if len(old) else np.zeros(0, dtype=bool)
             a, b = old_to_new[old.i[both]], old_to_new[old.j[both]]
@@ -342,8 +343,10 @@ class LibraryGraph:
         if len(new_rows) or dropped:
             logger.debug("graph of %s: %d photos new or changed, %d dropped",
                          self.store.library, len(new_rows), dropped)
-        # Set together: a catch-up that raised before here leaves the graph, its index included, as it was.
+        # Set together: a catch-up that raised before here leaves the graph, index and exactness included,
+        # as it was.
         self.paths, self._matrix, self.edges, self._index = view.paths, view.matrix, edges, index  # new lists
+        self.exact = exact
         self._sizes, self._mtimes, self._norms = sizes, mtimes, norms
         return bool(len(new_rows) or dropped)  # a different count means one of them is not 0
 

@@ -311,3 +311,23 @@ def test_a_catch_up_that_fails_leaves_the_graph_and_its_path_index_as_they_were(
     monkeypatch.undo()
     graph.update()
     assert edge_set(graph) == from_scratch(store)
+
+
+def test_a_first_build_that_fails_leaves_the_graph_marked_as_it_was(tmp_path, monkeypatch):
+    """An approximate search that raised must not leave an exact graph marked approximate."""
+    rng = np.random.default_rng(10)
+    store, graph = indexed(tmp_path, rng, 40)
+    assert graph.exact
+    store.put("m", photos(rng, 200, start=4000))  # mostly new: one search of every pair, approximate above 100
+    graph.approximate_above = 100
+
+    def fails(*args, **kwargs):
+        raise MemoryError("no room for the search")
+
+    monkeypatch.setattr(graph_module, "approximate_edges", fails)
+    with pytest.raises(MemoryError):
+        graph.update()
+    assert graph.exact and len(graph.paths) == 40
+    monkeypatch.undo()
+    graph.update()
+    assert not graph.exact and len(graph.paths) == 240
