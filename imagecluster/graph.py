@@ -52,25 +52,23 @@ _CHECKED_NODES = 3
 _CHECKED_EDGES = 256
 
 
-def _no_index():
-    """The path index of no photo: (sorted hashes, their nodes)."""
-    return np.zeros(0, np.int64), np.zeros(0, np.int64)
-
-
-def _index_with(index, paths, start):
+def _index_with(index, paths, start=0):
     """``index`` (sorted path hashes, their nodes) with the nodes ``start:`` of ``paths`` added.
 
-    Sorting only the new hashes and inserting them costs a copy of the index
-    (16 MB at 1,000,000 photos, 3-15 ms), where sorting every hash again took
-    240-300 ms. Equal hashes may come in any order: :meth:`LibraryGraph._node_of`
-    compares the paths of all of them.
+    ``index`` None (none yet) indexes every path. Sorting only the new hashes
+    and inserting them costs a copy of the index (16 MB at 1,000,000 photos,
+    3-15 ms), where sorting every hash again took 240-300 ms. Equal hashes
+    may come in any order: :meth:`LibraryGraph._node_of` compares the paths
+    of all of them.
     """
-    hashes, nodes = index
+    if index is None:
+        start = 0
     new = np.fromiter(map(hash, itertools.islice(paths, start, None)), np.int64, len(paths) - start)
     order = np.argsort(new)
     new = new[order]
-    if not len(hashes):
-        return new, order + start
+    if index is None:
+        return new, order
+    hashes, nodes = index
     at = np.searchsorted(hashes, new, "right")
     return np.insert(hashes, at, new), np.insert(nodes, at, order + start)
 
@@ -273,7 +271,7 @@ class LibraryGraph:
         built again when rows were renumbered or the graph was loaded.
         """
         if self._index is None:  # a graph never caught up
-            self._index = _index_with(_no_index(), self.paths, 0)
+            self._index = _index_with(None, self.paths)
         hashes, order = self._index
         key = hash(path)
         start, stop = np.searchsorted(hashes, key, "left"), np.searchsorted(hashes, key, "right")
@@ -294,17 +292,16 @@ class LibraryGraph:
             self.paths, self._matrix = view.paths, view.matrix
             self._sizes, self._mtimes = sizes, mtimes
             if self._index is None:  # a graph just loaded from its file
-                self._index = _index_with(_no_index(), view.paths, 0)
+                self._index = _index_with(None, view.paths)
             return False
         n = len(view.paths)
         if (view.paths[:k] == self.paths and np.array_equal(sizes[:k], self._sizes)
                 and np.array_equal(mtimes[:k], self._mtimes)):
             # Photos only added, the usual catch-up: the store appends their rows, the rest stay.
             old_to_new = np.arange(k, dtype=np.int64)
-            index = _index_with(_no_index(), view.paths, 0) if self._index is None else \
-                _index_with(self._index, view.paths, k)
+            index = _index_with(self._index, view.paths, k)
         else:
-            index = _index_with(_no_index(), view.paths, 0)  # rows renumbered
+            index = _index_with(None, view.paths)  # rows renumbered
             row_now = {p: r for r, p in enumerate(view.paths)}
             old_to_new = np.fromiter((row_now.get(p, -1) for p in self.paths), np.int64, k)
             found = old_to_new >= 0
